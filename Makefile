@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Compile the CUDA ops too (for sm_90) wherever nvcc is present, as a build check.
+CFCAM_CUDA ?= $(shell command -v nvcc >/dev/null 2>&1 && echo 1 || echo 0)
+
+.PHONY: demo test bench install clean
+
+$(STAMP): setup.py pyproject.toml $(wildcard CMakeLists.txt csrc/*)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet setuptools wheel pybind11 cmake ninja
+	CFCAM_CUDA=$(CFCAM_CUDA) $(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/cfcam-fast explain
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info cfcam_fast/*.so

@@ -1,0 +1,59 @@
+"""Backends that compute the CF-CAM core, and the registry that picks one.
+
+Every backend module offers ``explain(activations, gradients, output_size, config,
+return_filtered) -> CFCAMResult``. ``status()`` says which are usable here and why not.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+import torch
+
+CORE_BACKENDS = ("reference", "torch", "triton")
+
+
+def _triton_reason(device: torch.device | None) -> str | None:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "Triton is not installed: pip install triton"
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if device is not None and device.type != "cuda" and not interpreted:
+        return (f"the Triton kernels run on CUDA tensors (got {device.type}); set TRITON_INTERPRET=1 "
+                "before importing cfcam_fast to run them on the CPU under the interpreter")
+    if device is None and not torch.cuda.is_available() and not interpreted:
+        return "no CUDA device (and TRITON_INTERPRET=1 is not set)"
+    return None
+
+
+def unavailable_reason(name: str, device: torch.device | None = None) -> str | None:
+    """Why core backend ``name`` cannot run on ``device`` here, or ``None`` if it can."""
+    if name not in CORE_BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {CORE_BACKENDS + ('auto',)}")
+    if name == "triton":
+        return _triton_reason(device)
+    return None
+
+
+def status() -> dict[str, str]:
+    """Each core backend mapped to "available" or the reason it is not."""
+    return {name: unavailable_reason(name) or "available" for name in CORE_BACKENDS}
+
+
+def resolve(name: str, device: torch.device):
+    """The backend module for ``name`` on ``device``; ``"auto"`` picks the fastest usable one.
+
+    A named backend that cannot run is an error saying what to install or change.
+    """
+    if name == "auto":
+        name = "triton" if device.type == "cuda" and unavailable_reason("triton", device) is None \
+            and _has_module("triton_backend") else "torch"
+    reason = unavailable_reason(name, device)
+    if reason is not None:
+        raise RuntimeError(f"backend {name!r} is not available: {reason}")
+    return importlib.import_module(f"{__name__}.{name if name == 'reference' else name + '_backend'}")
+
+
+def _has_module(module: str) -> bool:
+    return importlib.util.find_spec(f"{__name__}.{module}") is not None

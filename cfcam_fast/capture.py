@@ -1,0 +1,135 @@
+"""Capture of target-layer activations and gradients: one forward and one backward.
+
+The backward is ``torch.autograd.grad`` of the target scores with respect to the target
+layers' outputs alone, so it runs only down to those layers and never touches a
+parameter's ``.grad``. Hooks live for one call and are removed even when it raises; the
+model runs in eval mode and gets its ``training`` flags back afterwards.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+Target = Union[int, Callable[[torch.Tensor], torch.Tensor]]
+Targets = Union[None, torch.Tensor, Sequence[Target]]
+
+
+@dataclass
+class Captured:
+    """What one capture returns: per target layer, ``[B, C, H, W]`` activations and
+    gradients (after ``reshape_transform``), plus the logits and the explained classes
+    (-1 where a callable target names no class)."""
+
+    activations: list
+    gradients: list
+    logits: torch.Tensor
+    class_idx: torch.Tensor
+
+
+def layer_name(model: nn.Module, layer: nn.Module) -> str:
+    """The dotted name of ``layer`` inside ``model`` (its class name if not found)."""
+    for name, module in model.named_modules():
+        if module is layer:
+            return name or type(layer).__name__
+    return type(layer).__name__
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Run ``model`` in eval mode, then give every submodule its own ``training`` flag back."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def target_scores(logits: torch.Tensor, targets: Targets) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scalar score per image to differentiate, and the class index per image.
+
+    ``targets``: ``None`` (arg-max class), ints, an integer ``[B]`` tensor, or callables
+    taking one image's output (the ``grad-cam`` ``ClassifierOutputTarget`` convention).
+    """
+    B = logits.shape[0]
+    if targets is None:
+        idx = logits.detach().flatten(1).argmax(1)
+        return logits.flatten(1).gather(1, idx[:, None])[:, 0], idx
+    if isinstance(targets, torch.Tensor):
+        if targets.dim() != 1 or targets.shape[0] != B or targets.is_floating_point():
+            raise ValueError(f"targets tensor must be an integer tensor of shape [{B}], "
+                             f"got {targets.dtype} {tuple(targets.shape)}")
+        targets = targets.tolist()
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
+        raise ValueError("targets must be None, a sequence of ints or callables, or an integer tensor; "
+                         f"got {type(targets).__name__}")
+    if len(targets) != B:
+        raise ValueError(f"got {len(targets)} targets for a batch of {B} images; give one per image")
+    scores, idx = [], []
+    n_classes = logits.flatten(1).shape[1]
+    for b, target in enumerate(targets):
+        if callable(target):
+            score = target(logits[b])
+            if not isinstance(score, torch.Tensor) or score.numel() != 1:
+                raise ValueError(f"target {b} must return a scalar tensor, got {score!r}")
+            scores.append(score.reshape(()))
+            idx.append(int(getattr(target, "category", -1)))
+        elif isinstance(target, int) or (hasattr(target, "__index__") and not isinstance(target, bool)):
+            c = int(target)
+            if not 0 <= c < n_classes:
+                raise ValueError(f"target {b} is class {c}, outside [0, {n_classes})")
+            scores.append(logits.flatten(1)[b, c])
+            idx.append(c)
+        else:
+            raise ValueError(f"target {b} must be an int or a callable, got {type(target).__name__}")
+    return torch.stack(scores), torch.tensor(idx, dtype=torch.int64, device=logits.device)
+
+
+def capture(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module], targets: Targets = None,
+            reshape_transform: Optional[Callable] = None) -> Captured:
+    """One forward and one backward through ``model`` for the batch ``x``."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise ValueError(f"input must be a batched tensor [B, ...], got {getattr(x, 'shape', type(x))}")
+    outputs: dict[int, torch.Tensor] = {}
+
+    def keeper(i):
+        def hook(module, inputs, output):
+            if not isinstance(output, torch.Tensor):
+                raise ValueError(f"target layer {layer_name(model, module)!r} returned "
+                                 f"{type(output).__name__}, not a tensor")
+            if not output.requires_grad:
+                output = output.detach().requires_grad_(True)
+            outputs[i] = output
+            return output
+        return hook
+
+    handles = [layer.register_forward_hook(keeper(i)) for i, layer in enumerate(layers)]
+    try:
+        with eval_mode(model), torch.enable_grad():
+            logits = model(x)
+            missing = [layer_name(model, layers[i]) for i in range(len(layers)) if i not in outputs]
+            if missing:
+                raise ValueError(f"target layer(s) {missing} did not run in the forward pass")
+            scores, class_idx = target_scores(logits, targets)
+            raw = [outputs[i] for i in range(len(layers))]
+            grads = torch.autograd.grad(scores.sum(), raw, allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    activations, gradients = [], []
+    for layer, act, grad in zip(layers, raw, grads):
+        act = act.detach()
+        grad = torch.zeros_like(act) if grad is None else grad.detach()
+        if reshape_transform is not None:
+            act, grad = reshape_transform(act), reshape_transform(grad)
+        if act.dim() != 4:
+            raise ValueError(f"target layer {layer_name(model, layer)!r} gave shape {tuple(act.shape)}; "
+                             "CF-CAM needs [B, C, H, W] (pass a reshape_transform for other layouts)")
+        activations.append(act)
+        gradients.append(grad)
+    return Captured(activations, gradients, logits.detach(), class_idx)

@@ -1,0 +1,103 @@
+"""Configuration and result types of CF-CAM (SPEC.md)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Optional
+
+import torch
+
+FILTERS = ("gaussian", "official")
+WEIGHTINGS = ("softmax", "standardized", "linear")
+DBSCAN_BACKENDS = ("auto", "sklearn", "torch", "native", "cuml")
+
+
+@dataclass(frozen=True)
+class CFCAMConfig:
+    """Parameters of CF-CAM; defaults reproduce the published method (SPEC.md).
+
+    Invalid values raise ``ValueError`` naming the field on construction.
+    ``dbscan_backend`` picks the clustering implementation and ``memory_budget_bytes``
+    bounds the pairwise-distance stage of the batched backends (images are processed in
+    chunks that fit the budget).
+    """
+
+    importance_percentile: float = 75.0
+    eps_percentile: float = 25.0
+    eps_floor: float = 1e-5
+    min_samples_fraction: float = 0.05
+    min_samples_floor: int = 2
+    filter: str = "gaussian"
+    sigma: float = 1.0
+    truncate: float = 4.0
+    weighting: str = "softmax"
+    dbscan_backend: str = "auto"
+    memory_budget_bytes: int = 1 << 30
+
+    def __post_init__(self) -> None:
+        for name in ("importance_percentile", "eps_percentile"):
+            value = getattr(self, name)
+            if not _is_real(value) or not 0.0 <= value <= 100.0:
+                raise ValueError(f"CFCAMConfig.{name} must be a number in [0, 100], got {value!r}")
+        if not _is_real(self.eps_floor) or not self.eps_floor >= 0.0:
+            raise ValueError(f"CFCAMConfig.eps_floor must be a number >= 0, got {self.eps_floor!r}")
+        if not _is_real(self.min_samples_fraction) or not 0.0 <= self.min_samples_fraction <= 1.0:
+            raise ValueError(
+                f"CFCAMConfig.min_samples_fraction must be in [0, 1], got {self.min_samples_fraction!r}"
+            )
+        if not isinstance(self.min_samples_floor, int) or isinstance(self.min_samples_floor, bool) \
+                or self.min_samples_floor < 1:
+            raise ValueError(
+                f"CFCAMConfig.min_samples_floor must be an int >= 1, got {self.min_samples_floor!r}"
+            )
+        if self.filter not in FILTERS:
+            raise ValueError(f"CFCAMConfig.filter must be one of {FILTERS}, got {self.filter!r}")
+        if not _is_real(self.sigma) or not self.sigma > 0.0:
+            raise ValueError(f"CFCAMConfig.sigma must be a number > 0, got {self.sigma!r}")
+        if not _is_real(self.truncate) or not self.truncate > 0.0:
+            raise ValueError(f"CFCAMConfig.truncate must be a number > 0, got {self.truncate!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"CFCAMConfig.weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if self.dbscan_backend not in DBSCAN_BACKENDS:
+            raise ValueError(
+                f"CFCAMConfig.dbscan_backend must be one of {DBSCAN_BACKENDS}, got {self.dbscan_backend!r}"
+            )
+        if not isinstance(self.memory_budget_bytes, int) or isinstance(self.memory_budget_bytes, bool) \
+                or self.memory_budget_bytes < 1:
+            raise ValueError(
+                f"CFCAMConfig.memory_budget_bytes must be an int >= 1, got {self.memory_budget_bytes!r}"
+            )
+
+    def replace(self, **changes) -> "CFCAMConfig":
+        """A copy with the given fields changed (validated again)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise ValueError(f"CFCAMConfig has no field(s) {sorted(unknown)}")
+        values.update(changes)
+        return CFCAMConfig(**values)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+        and abs(value) != float("inf")
+
+
+@dataclass
+class CFCAMResult:
+    """Everything one CF-CAM call computed, batched over images.
+
+    ``labels``: -2 important, -1 noise, >= 0 cluster number (scikit-learn's numbering).
+    ``channel_weights``: ``w_c`` of SPEC.md step 5 (0 for noise). ``weights``: ``alpha`` of
+    step 6 (0 for noise). ``filtered``: the filtered cluster-mean maps ``f_k``, one
+    ``[K_b, h, w]`` tensor per image, only when asked for. ``class_idx`` and ``logits``
+    come from ``CFCAM.explain``.
+    """
+
+    maps: torch.Tensor
+    labels: torch.Tensor
+    channel_weights: torch.Tensor
+    weights: torch.Tensor
+    eps: torch.Tensor
+    class_idx: Optional[torch.Tensor] = None
+    logits: Optional[torch.Tensor] = None
+    filtered: Optional[list] = None

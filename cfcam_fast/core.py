@@ -1,0 +1,69 @@
+"""The CF-CAM core on captured tensors: ``cfcam`` and ``cfcam_explain`` (SPEC.md)."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from . import backends
+from .config import CFCAMConfig, CFCAMResult
+
+
+def check_captured(activations: torch.Tensor, gradients: torch.Tensor) -> None:
+    """Shapes, dtypes and finiteness of a captured pair; ``ValueError`` saying what is wrong."""
+    for name, t in (("activations", activations), ("gradients", gradients)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be [B, C, H, W], got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if activations.shape != gradients.shape:
+        raise ValueError(f"activations {tuple(activations.shape)} and gradients "
+                         f"{tuple(gradients.shape)} must have the same shape")
+    if activations.device != gradients.device:
+        raise ValueError(f"activations ({activations.device}) and gradients ({gradients.device}) "
+                         "must be on the same device")
+    if activations.shape[0] == 0 or activations.shape[1] == 0:
+        raise ValueError(f"need at least one image and one channel, got shape {tuple(activations.shape)}")
+    for name, t in (("activations", activations), ("gradients", gradients)):
+        bad = (~torch.isfinite(t)).flatten(1).any(1)
+        if bool(bad.any()):
+            index = bad.nonzero().flatten().tolist()
+            raise ValueError(f"{name} contain non-finite values (NaN or inf) at batch index "
+                             f"{', '.join(map(str, index))}")
+
+
+def _output_size(output_size: Optional[Sequence[int]], activations: torch.Tensor) -> tuple[int, int]:
+    if output_size is None:
+        return tuple(activations.shape[-2:])
+    size = tuple(int(s) for s in output_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"output_size must be (H, W) with positive sizes, got {output_size!r}")
+    return size
+
+
+def cfcam_explain(activations: torch.Tensor, gradients: torch.Tensor,
+                  output_size: Optional[Sequence[int]] = None, config: Optional[CFCAMConfig] = None,
+                  backend: str = "auto", *, return_filtered: bool = False) -> CFCAMResult:
+    """CF-CAM of captured ``[B, C, H, W]`` activations and gradients, with every intermediate.
+
+    ``output_size`` is the ``(H_in, W_in)`` the maps are upsampled to (default: the layer's
+    own size). ``return_filtered=True`` also returns the filtered cluster-mean maps.
+    """
+    config = CFCAMConfig() if config is None else config
+    if not isinstance(config, CFCAMConfig):
+        raise ValueError(f"config must be a CFCAMConfig, got {type(config).__name__}")
+    check_captured(activations, gradients)
+    size = _output_size(output_size, activations)
+    module = backends.resolve(backend, activations.device)
+    with torch.no_grad():
+        return module.explain(activations.detach(), gradients.detach(), size, config,
+                              return_filtered=return_filtered)
+
+
+def cfcam(activations: torch.Tensor, gradients: torch.Tensor,
+          output_size: Optional[Sequence[int]] = None, config: Optional[CFCAMConfig] = None,
+          backend: str = "auto") -> torch.Tensor:
+    """CF-CAM maps ``[B, H_in, W_in]`` in ``[0, 1]`` from captured activations and gradients."""
+    return cfcam_explain(activations, gradients, output_size, config, backend).maps

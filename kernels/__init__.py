@@ -1,0 +1,1 @@
+"""Triton kernels of cfcam_fast, installed as ``cfcam_fast.kernels``."""
