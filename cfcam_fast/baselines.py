@@ -1,0 +1,91 @@
+"""Grad-CAM and Grad-CAM++ on CF-CAM's capture, batched on the tensors' device.
+
+Both share ``cfcam_fast.cam.BaseCAM`` (hooks, targets, one forward and one backward) and
+SPEC.md step 7's output rule (ReLU, bilinear upsampling, division by the maximum), so the
+three methods differ only in the channel weights.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .cam import BaseCAM
+from .config import CFCAMResult
+
+GRADCAM_PLUSPLUS_EPS = 1e-6  # the denominator guard of the grad-cam package's Grad-CAM++
+
+
+def gradcam_weights(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM's channel weights ``[B, C]``: the spatial mean of the gradients."""
+    return gradients.mean(dim=(2, 3))
+
+
+def gradcam_plusplus_weights(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++'s channel weights ``[B, C]`` (Chattopadhay et al., eq. 19).
+
+    With an exponential output the higher derivatives are powers of the gradient, so
+    ``a = G^2 / (2 G^2 + sum(A) G^3 + 1e-6)`` (0 where ``G == 0``) and
+    ``w_c = sum over positions of a * ReLU(G)``, as the ``grad-cam`` package computes it.
+    """
+    g2 = gradients * gradients
+    g3 = g2 * gradients
+    total = activations.sum(dim=(2, 3), keepdim=True)
+    alpha = g2 / (2 * g2 + total * g3 + GRADCAM_PLUSPLUS_EPS)
+    alpha = torch.where(gradients != 0, alpha, torch.zeros_like(alpha))
+    return (alpha * gradients.clamp_min(0)).sum(dim=(2, 3))
+
+
+def weighted_map(activations: torch.Tensor, weights: torch.Tensor,
+                 output_size: Optional[Sequence[int]]) -> torch.Tensor:
+    """SPEC.md steps 6-7 for given weights: ``ReLU(sum_c w_c A_c)``, bilinear upsampling to
+    ``output_size`` and division by the per-image maximum when it is positive."""
+    cam = torch.einsum("bc,bchw->bhw", weights, activations).clamp_min(0)
+    size = tuple(activations.shape[-2:]) if output_size is None else tuple(int(s) for s in output_size)
+    cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(1).clamp_min(torch.finfo(cam.dtype).tiny)
+    return cam / peak[:, None, None]  # a map that is zero everywhere stays zero
+
+
+class _WeightedCAM(BaseCAM):
+    """A CAM whose map is ``ReLU(sum_c w_c A_c)`` for weights from ``_weights``."""
+
+    def _weights(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _core(self, activations: torch.Tensor, gradients: torch.Tensor, output_size) -> CFCAMResult:
+        with torch.no_grad():
+            A = activations.detach().float()
+            G = gradients.detach().float()
+            w = self._weights(A, G)
+            B, C = w.shape
+            return CFCAMResult(
+                maps=weighted_map(A, w, output_size),
+                labels=torch.full((B, C), -2, dtype=torch.int64, device=A.device),
+                channel_weights=w,
+                weights=w.clone(),
+                eps=torch.full((B,), float("nan"), device=A.device),
+            )
+
+
+class GradCAM(_WeightedCAM):
+    """Grad-CAM (Selvaraju et al.) with ``cf.CFCAM``'s constructor, call and result.
+
+    ``labels`` are -2 (every channel kept), ``channel_weights`` and ``weights`` the mean
+    gradients, ``eps`` NaN.
+    """
+
+    def _weights(self, activations, gradients):
+        return gradcam_weights(activations, gradients)
+
+
+class GradCAMPlusPlus(_WeightedCAM):
+    """Grad-CAM++ (Chattopadhay et al.) with ``cf.CFCAM``'s constructor, call and result.
+
+    ``channel_weights`` and ``weights`` are the Grad-CAM++ weights
+    (``gradcam_plusplus_weights``); ``labels`` -2, ``eps`` NaN.
+    """
+
+    def _weights(self, activations, gradients):
+        return gradcam_plusplus_weights(activations, gradients)
