@@ -1,0 +1,52 @@
+"""The ``cfcam-fast`` command line: one subcommand per module of ``cfcam_fast.commands``.
+
+A subcommand module exposes ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``; it is imported only when its subcommand runs (or for ``--help``).
+A ``ValueError`` (bad input) or ``OSError`` (a file that cannot be written) escaping
+``run`` is a user error: one line on stderr, exit status 1, no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+# Subcommand name -> module path; registering a command is one line here.
+COMMANDS = {
+    "explain": "cfcam_fast.commands.explain",
+}
+
+
+def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser; only the ``selected`` subcommand's module is imported for its options."""
+    parser = argparse.ArgumentParser(prog="cfcam-fast", description="Fast CF-CAM explanations.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_path in COMMANDS.items():
+        if selected in (None, name):
+            module = importlib.import_module(module_path)
+            module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
+            sub.choices[name].set_defaults(run=module.run)
+        else:
+            sub.add_parser(name, add_help=False)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``cfcam-fast`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(selected)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.run(args))
+    except (ValueError, OSError) as exc:
+        print(f"cfcam-fast: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
