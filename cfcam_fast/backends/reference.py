@@ -45,7 +45,7 @@ def explain_image(A: np.ndarray, G: np.ndarray, output_size, config: CFCAMConfig
     # Step 1: flatten.
     F = A.reshape(C, H * W)
     # Step 2: importance split on the channel norms.
-    norms = np.linalg.norm(F, axis=1)
+    norms = np.linalg.norm(F.astype(np.float64), axis=1)
     tau = np.percentile(norms, config.importance_percentile)
     important = norms >= tau
     rest = np.flatnonzero(~important)
