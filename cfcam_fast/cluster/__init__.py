@@ -1,0 +1,106 @@
+"""DBSCAN with scikit-learn's semantics and numbering, batched over ragged problems.
+
+``dbscan`` is the public front; ``labels_from_distances`` is what the CF-CAM core calls.
+Backends: "sklearn" (the oracle), "torch" (dense, any device), "native" (the compiled ops
+of csrc/), "cuml" (RAPIDS cuML core points); "auto" picks native where built, else torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Optional, Union
+
+import torch
+
+from . import cuml_dbscan
+
+BACKENDS = ("sklearn", "torch", "native", "cuml")
+
+
+def unavailable_reason(backend: str, device: Optional[torch.device] = None) -> Optional[str]:
+    """Why DBSCAN backend ``backend`` cannot run on ``device`` here, or ``None``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown DBSCAN backend {backend!r}; choose one of {BACKENDS + ('auto',)}")
+    if backend == "native":
+        from .. import _native
+
+        if _native.available(device if device is not None else torch.device("cpu")):
+            return None
+        return _native.status()["native-cuda" if device is not None and device.type == "cuda" else "native-cpu"]
+    if backend == "cuml":
+        return cuml_dbscan.unavailable_reason(device)
+    return None
+
+
+def status() -> dict[str, str]:
+    """Each DBSCAN backend mapped to "available" or the reason it is not."""
+    return {name: unavailable_reason(name) or "available" for name in BACKENDS}
+
+
+def resolve(backend: str, device: torch.device) -> str:
+    """The concrete backend for ``backend`` on ``device``; a named one must be usable."""
+    if backend == "auto":
+        return "native" if unavailable_reason("native", device) is None else "torch"
+    reason = unavailable_reason(backend, device)
+    if reason is not None:
+        raise RuntimeError(f"DBSCAN backend {backend!r} is not available: {reason}")
+    return backend
+
+
+def labels_from_distances(dist: torch.Tensor, counts: torch.Tensor, eps: torch.Tensor,
+                          min_samples: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """Labels ``[B, n]`` from symmetric distances ``[B, n, n]``: image ``b``'s points are
+    its first ``counts[b]``; the rest get -1."""
+    name = resolve(backend, dist.device)
+    if name == "native":
+        from .. import _native
+
+        return _native.dbscan_labels(dist.contiguous(), counts, eps.to(dist.dtype), min_samples)
+    module = importlib.import_module(f"{__name__}.{name}_dbscan")
+    return module.dbscan_labels(dist, counts, eps, min_samples)
+
+
+def pairwise_distances(points: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances ``[B, n, n]`` in float64, exactly symmetric with a zero diagonal."""
+    x = points.to(torch.float64)
+    sq = (x * x).sum(-1)
+    d2 = torch.baddbmm(sq[:, :, None] + sq[:, None, :], x, x.transpose(1, 2), alpha=-2.0)
+    d2 = torch.minimum(d2, d2.transpose(1, 2)).clamp_(min=0.0)
+    d2.diagonal(dim1=1, dim2=2).zero_()
+    return d2.sqrt_()
+
+
+def dbscan(points: torch.Tensor, eps: Union[float, torch.Tensor], min_samples: Union[int, torch.Tensor],
+           valid: Optional[torch.Tensor] = None, backend: str = "auto") -> torch.Tensor:
+    """DBSCAN labels (int64) of ``points`` ``[B, n, d]`` or ``[n, d]``.
+
+    ``eps`` and ``min_samples`` are scalars or ``[B]``; ``valid`` a bool ``[B, n]`` marks
+    the points of ragged problems (invalid slots get -1). Distances are Euclidean,
+    computed once in float64 and shared by every backend, so all backends agree exactly.
+    """
+    if not isinstance(points, torch.Tensor) or points.dim() not in (2, 3) or not points.is_floating_point():
+        raise ValueError(f"points must be a float tensor [B, n, d] or [n, d], got "
+                         f"{getattr(points, 'dtype', type(points))} {tuple(getattr(points, 'shape', ()))}")
+    single = points.dim() == 2
+    pts = points[None] if single else points
+    B, n, _ = pts.shape
+    device = pts.device
+    if not bool(torch.isfinite(pts).all()):
+        raise ValueError("points contain non-finite values (NaN or inf)")
+    eps_t = torch.as_tensor(eps, dtype=torch.float64, device=device).reshape(-1).expand(B)
+    ms_t = torch.as_tensor(min_samples, device=device).reshape(-1).expand(B)
+    if eps_t.numel() != B or bool((eps_t < 0).any()) or not bool(torch.isfinite(eps_t).all()):
+        raise ValueError(f"eps must be a finite number >= 0 or a tensor of {B} of them")
+    if ms_t.is_floating_point() or bool((ms_t < 1).any()):
+        raise ValueError(f"min_samples must be an int >= 1 or an integer tensor of {B} of them")
+    if valid is None:
+        valid = torch.ones(B, n, dtype=torch.bool, device=device)
+    valid = valid[None] if single and valid.dim() == 1 else valid
+    if valid.shape != (B, n) or valid.dtype != torch.bool:
+        raise ValueError(f"valid must be a bool tensor of shape {(B, n)}, got {valid.dtype} {tuple(valid.shape)}")
+    # Compact each problem's valid points into a prefix, label, and scatter back.
+    order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices
+    counts = valid.sum(1)
+    packed = pts.gather(1, order[:, :, None].expand_as(pts))
+    labels = labels_from_distances(pairwise_distances(packed), counts, eps_t, ms_t.to(torch.int64), backend)
+    out = torch.full((B, n), -1, dtype=torch.int64, device=device).scatter_(1, order, labels.to(torch.int64))
+    return out[0] if single else out

@@ -1,0 +1,147 @@
+"""The ``torch`` backend: SPEC.md for a whole batch on the tensors' own device.
+
+Stages (each a function the ``triton`` backend can replace): ``cluster_channels`` (steps
+1-4), ``channel_weights`` (step 5), ``combine`` (steps 6-7). The pairwise stage runs in
+chunks of images sized by ``config.memory_budget_bytes``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .. import cluster
+from ..config import CFCAMConfig, CFCAMResult
+from ..filters import filter_maps, gaussian_mean_map, official_kernel, official_mean_map
+from ..selection import eps_from_distances, pair_ranks_torch
+from ..spec_math import lerp, linear_percentile_position
+
+# Bytes the pairwise stage holds per (point, point) entry: float64 distances and their
+# temporaries, the bool neighbour masks and the int32 labels of the propagation.
+PAIR_BYTES = 40
+
+
+def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, config: CFCAMConfig,
+            return_filtered: bool = False, *, weights_fn=None, combine_fn=None) -> CFCAMResult:
+    """CF-CAM for ``[B, C, H, W]`` tensors; ``weights_fn``/``combine_fn`` replace stages 5-7."""
+    A = activations.float()
+    G = gradients.float()
+    labels, eps = cluster_channels(A, config)
+    w = (weights_fn or channel_weights)(G, labels, config)
+    maps, alpha = (combine_fn or combine)(A, w, labels, config.weighting, output_size)
+    return CFCAMResult(maps=maps, labels=labels, channel_weights=w, weights=alpha,
+                       eps=eps.to(torch.float32),
+                       filtered=filtered_maps(G, labels, config) if return_filtered else None)
+
+
+def importance_split(flat: torch.Tensor, q: float) -> torch.Tensor:
+    """Step 2: ``[B, C]`` bool, channels whose L2 norm is at least the q-th percentile."""
+    norms = torch.linalg.vector_norm(flat, dim=2, dtype=torch.float64)
+    C = norms.shape[1]
+    k, t = linear_percentile_position(C, q)
+    ordered = norms.sort(1).values
+    tau = lerp(ordered[:, k], ordered[:, min(k + 1, C - 1)], t)
+    return norms >= tau[:, None]
+
+
+def cluster_channels(A: torch.Tensor, config: CFCAMConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-4: labels ``[B, C]`` (-2 important, -1 noise, >= 0 cluster) and eps ``[B]``."""
+    B, C = A.shape[:2]
+    flat = A.flatten(2)
+    important = importance_split(flat, config.importance_percentile)
+    counts = C - important.sum(1)
+    # The remaining channels of each image, in index order, as a valid prefix.
+    order = torch.sort(important.to(torch.uint8), dim=1, stable=True).indices
+    n = int(counts.max())
+    labels = torch.full((B, C), -2, dtype=torch.int64, device=A.device)
+    eps = torch.full((B,), math.nan, dtype=torch.float64, device=A.device)
+    if n < 2:
+        return labels.masked_fill_(~important, -1), eps
+    rest = order[:, :n]
+    min_samples = (config.min_samples_fraction * counts.to(torch.float64)).floor().to(torch.int64) \
+        .clamp(min=config.min_samples_floor)
+    dbscan_backend = cluster.resolve(config.dbscan_backend, A.device)
+    select = _native_select if dbscan_backend == "native" else pair_ranks_torch
+    rest_labels = torch.empty((B, n), dtype=torch.int64, device=A.device)
+    step = max(1, config.memory_budget_bytes // (PAIR_BYTES * n * n))
+    for b0 in range(0, B, step):
+        b1 = min(B, b0 + step)
+        points = flat[b0:b1].gather(1, rest[b0:b1, :, None].expand(-1, -1, flat.shape[2]))
+        dist = cluster.pairwise_distances(points)
+        eps[b0:b1] = eps_from_distances(dist, counts[b0:b1], config.eps_percentile, config.eps_floor,
+                                        select)
+        rest_labels[b0:b1] = cluster.labels_from_distances(
+            dist, counts[b0:b1], eps[b0:b1].nan_to_num(0.0), min_samples[b0:b1], dbscan_backend)
+    valid = torch.arange(n, device=A.device)[None, :] < counts[:, None]
+    # Slots past an image's count point at important channels and write -2 back.
+    return labels.scatter_(1, rest, torch.where(valid, rest_labels, -2)), eps
+
+
+def _native_select(dist: torch.Tensor, counts: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+    from .. import _native
+
+    return _native.pair_ranks(dist.contiguous(), counts, ranks)
+
+
+def _cluster_sums(values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, sums of ``values`` ``[B, C, ...]`` over each cluster's members and member
+    counts, indexed by cluster number (``[B, C, ...]``: C bounds the number of clusters)."""
+    B, C = labels.shape
+    slot = labels.clamp(min=0)
+    member = (labels >= 0).to(values.dtype)
+    weighted = values * member.view(B, C, *([1] * (values.dim() - 2)))
+    index = slot.view(B, C, *([1] * (values.dim() - 2))).expand_as(values)
+    sums = torch.zeros_like(values).scatter_add_(1, index, weighted)
+    sizes = torch.zeros((B, C), dtype=values.dtype, device=values.device).scatter_add_(1, slot, member)
+    return sums, sizes
+
+
+def channel_weights(G: torch.Tensor, labels: torch.Tensor, config: CFCAMConfig) -> torch.Tensor:
+    """Step 5: ``w_c`` ``[B, C]`` float32 (0 for noise), by linearity of the filters."""
+    B, C, H, W = G.shape
+    if config.filter == "gaussian":
+        m = gaussian_mean_map(H, W, config.sigma, config.truncate, device=G.device)
+        per_channel = (G.flatten(2) * m.flatten()).sum(2)
+        sums, sizes = _cluster_sums(per_channel, labels)
+        cluster_w = sums / sizes.clamp(min=1)
+    else:
+        sums, sizes = _cluster_sums(G, labels)
+        means = sums / sizes.clamp(min=1)[:, :, None, None]
+        cluster_w = (means * official_mean_map(official_kernel(means))).sum((2, 3))
+    w = torch.where(labels >= 0, cluster_w.gather(1, labels.clamp(min=0)), 0.0)
+    return torch.where(labels == -2, G.mean((2, 3)), w)
+
+
+def filtered_maps(G: torch.Tensor, labels: torch.Tensor, config: CFCAMConfig) -> list[torch.Tensor]:
+    """The filtered cluster-mean maps ``f_k``: one ``[K_b, H, W]`` tensor per image."""
+    sums, sizes = _cluster_sums(G, labels)
+    n_clusters = (labels.amax(1) + 1).clamp(min=0).tolist()
+    out = []
+    for b, k in enumerate(n_clusters):
+        means = sums[b, :k] / sizes[b, :k, None, None]
+        out.append(filter_maps(means, config.filter, config.sigma, config.truncate))
+    return out
+
+
+def combination_weights(w: torch.Tensor, kept: torch.Tensor, weighting: str) -> torch.Tensor:
+    """Step 6's ``alpha`` ``[B, C]`` over the kept channels (0 elsewhere)."""
+    if weighting == "linear":
+        return torch.where(kept, w, 0.0)
+    if weighting == "standardized":
+        n = kept.sum(1, keepdim=True).clamp(min=1)
+        mean = torch.where(kept, w, 0.0).sum(1, keepdim=True) / n
+        std = (torch.where(kept, w - mean, 0.0) ** 2).sum(1, keepdim=True).div(n).sqrt()
+        w = torch.where(std > 0, (w - mean) / torch.where(std > 0, std, 1.0), 0.0)
+    return torch.softmax(w.masked_fill(~kept, -math.inf), dim=1).nan_to_num(0.0)
+
+
+def combine(A: torch.Tensor, w: torch.Tensor, labels: torch.Tensor, weighting: str,
+            output_size) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 6-7: maps ``[B, H_in, W_in]`` in ``[0, 1]`` and ``alpha`` ``[B, C]``."""
+    alpha = combination_weights(w, labels != -1, weighting)
+    cam = torch.einsum("bc,bchw->bhw", alpha, A).clamp_(min=0.0)
+    cam = F.interpolate(cam[:, None], size=tuple(output_size), mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(1)
+    cam = torch.where(peak[:, None, None] > 0, cam / torch.where(peak > 0, peak, 1.0)[:, None, None], cam)
+    return cam, alpha
