@@ -7,6 +7,7 @@ metadata and the photos from scikit-image and scikit-learn.
 from __future__ import annotations
 
 import difflib
+import pickle
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -80,7 +81,7 @@ def _load_by_position(model: nn.Module, source: dict[str, torch.Tensor]) -> None
 def _load_weights_file(model: nn.Module, path: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise ValueError(f"cannot read weights {path}: {exc}") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
