@@ -90,9 +90,10 @@ def target_scores(logits: torch.Tensor, targets: Targets) -> tuple[torch.Tensor,
     return torch.stack(scores), torch.tensor(idx, dtype=torch.int64, device=logits.device)
 
 
-def capture(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module], targets: Targets = None,
-            reshape_transform: Optional[Callable] = None) -> Captured:
-    """One forward and one backward through ``model`` for the batch ``x``."""
+@contextmanager
+def _hooked_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module]):
+    """Forward ``x`` in eval mode with grad enabled; yields the logits and the target
+    layers' outputs (graph kept). Hooks and training flags are restored on exit."""
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         raise ValueError(f"input must be a batched tensor [B, ...], got {getattr(x, 'shape', type(x))}")
     outputs: dict[int, torch.Tensor] = {}
@@ -115,21 +116,80 @@ def capture(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module], targ
             missing = [layer_name(model, layers[i]) for i in range(len(layers)) if i not in outputs]
             if missing:
                 raise ValueError(f"target layer(s) {missing} did not run in the forward pass")
-            scores, class_idx = target_scores(logits, targets)
-            raw = [outputs[i] for i in range(len(layers))]
-            grads = torch.autograd.grad(scores.sum(), raw, allow_unused=True)
+            yield logits, [outputs[i] for i in range(len(layers))]
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _checked_layout(model: nn.Module, layer: nn.Module, act: torch.Tensor, grad: Optional[torch.Tensor],
+                    reshape_transform: Optional[Callable]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detach, fill missing gradients with zeros, apply ``reshape_transform``, check [B, C, H, W]."""
+    act = act.detach()
+    grad = torch.zeros_like(act) if grad is None else grad.detach()
+    if reshape_transform is not None:
+        act, grad = reshape_transform(act), reshape_transform(grad)
+    if act.dim() != 4:
+        raise ValueError(f"target layer {layer_name(model, layer)!r} gave shape {tuple(act.shape)}; "
+                         "CF-CAM needs [B, C, H, W] (pass a reshape_transform for other layouts)")
+    return act, grad
+
+
+def capture(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module], targets: Targets = None,
+            reshape_transform: Optional[Callable] = None) -> Captured:
+    """One forward and one backward through ``model`` for the batch ``x``."""
+    with _hooked_forward(model, x, layers) as (logits, raw):
+        scores, class_idx = target_scores(logits, targets)
+        grads = torch.autograd.grad(scores.sum(), raw, allow_unused=True)
     activations, gradients = [], []
     for layer, act, grad in zip(layers, raw, grads):
-        act = act.detach()
-        grad = torch.zeros_like(act) if grad is None else grad.detach()
-        if reshape_transform is not None:
-            act, grad = reshape_transform(act), reshape_transform(grad)
-        if act.dim() != 4:
-            raise ValueError(f"target layer {layer_name(model, layer)!r} gave shape {tuple(act.shape)}; "
-                             "CF-CAM needs [B, C, H, W] (pass a reshape_transform for other layouts)")
+        act, grad = _checked_layout(model, layer, act, grad, reshape_transform)
         activations.append(act)
         gradients.append(grad)
     return Captured(activations, gradients, logits.detach(), class_idx)
+
+
+@dataclass
+class CapturedClasses:
+    """What ``capture_classes`` returns: per target layer, ``[B, C, H, W]`` activations and
+    ``[K, B, C, H, W]`` gradients (row ``k`` for class ``class_idx[:, k]``), the logits and
+    the ``[B, K]`` explained classes."""
+
+    activations: list
+    gradients: list
+    logits: torch.Tensor
+    class_idx: torch.Tensor
+
+
+def capture_classes(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module],
+                    classes: Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]],
+                    reshape_transform: Optional[Callable] = None) -> CapturedClasses:
+    """Gradients of ``K`` classes per image from one forward and one batched backward.
+
+    ``classes``: an integer ``[B, K]`` tensor, or a callable mapping the ``[B, N]`` logits to
+    one (e.g. the top and the bottom class). The backward is a single
+    ``torch.autograd.grad(..., is_grads_batched=True)`` over the ``K`` one-hot seeds, so each
+    row equals a separate backward of that class's logit.
+    """
+    with _hooked_forward(model, x, layers) as (logits, raw):
+        flat = logits.flatten(1)
+        idx = classes(flat.detach()) if callable(classes) else classes
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[0] != flat.shape[0] \
+                or idx.shape[1] < 1 or idx.is_floating_point():
+            raise ValueError(f"classes must be an integer tensor [{flat.shape[0]}, K], got "
+                             f"{getattr(idx, 'dtype', type(idx).__name__)} {tuple(getattr(idx, 'shape', ()))}")
+        idx = idx.to(flat.device, torch.int64)
+        if bool(((idx < 0) | (idx >= flat.shape[1])).any()):
+            raise ValueError(f"classes must lie in [0, {flat.shape[1]}), got {idx.tolist()}")
+        K = idx.shape[1]
+        scores = flat.gather(1, idx).T  # [K, B]
+        seeds = torch.eye(K, dtype=scores.dtype, device=scores.device)[:, :, None].expand(K, K, scores.shape[1])
+        grads = torch.autograd.grad(scores, raw, grad_outputs=seeds, is_grads_batched=True, allow_unused=True)
+    activations, gradients = [], []
+    for layer, act, grad in zip(layers, raw, grads):
+        if grad is None:
+            grad = torch.zeros((K, *act.shape), dtype=act.dtype, device=act.device)
+        act_t, grad_t = _checked_layout(model, layer, act, grad.flatten(0, 1), reshape_transform)
+        activations.append(act_t)
+        gradients.append(grad_t.reshape(K, act.shape[0], *grad_t.shape[1:]))
+    return CapturedClasses(activations, gradients, logits.detach(), idx)

@@ -1,0 +1,307 @@
+"""Faithfulness, robustness and class-sensitivity metrics of CAM maps, batched on the device.
+
+Every function returns one value per image, on the device of the images (or maps), and
+calls the model in chunks of ``batch_size`` images, in eval mode and without gradients.
+Confidence is the softmax probability of the target class; ``targets`` is ``None`` (the
+model's arg-max class on the clean image), class indices, an integer ``[B]`` tensor, or
+objects with a ``category`` attribute (the ``grad-cam`` package's ``ClassifierOutputTarget``).
+Images are the tensors the model takes (normalised), so "zero" means the normalised zero.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cam import BaseCAM
+from .capture import capture, capture_classes, eval_mode
+from .filters import gaussian_taps
+
+THRESHOLD = 0.5  # the authors' variant of average drop keeps pixels whose map exceeds it
+BLUR_SIGMA = 5.0  # standard deviation in pixels of the "blur" baseline of deletion/insertion
+SSIM_SIGMA, SSIM_TRUNCATE = 1.5, 3.5  # Wang et al.'s 11-tap Gaussian window, as scikit-image
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+class DeletionInsertion(NamedTuple):
+    """Areas under the deletion and insertion curves, ``[B]`` each (lower deletion and
+    higher insertion are more faithful)."""
+
+    deletion: torch.Tensor
+    insertion: torch.Tensor
+
+
+class ClassSensitivity(NamedTuple):
+    """``class_sensitivity``'s result: ``correlation`` ``[B]`` (Pearson, lower is more
+    class-sensitive; 1.0 when both maps are constant, e.g. zero everywhere, and 0.0 when
+    exactly one is), ``constant_map`` ``[B, 2]`` (which map was constant, so that such cases
+    are reported rather than hidden), ``classes`` ``[B, 2]`` and ``maps`` ``[B, 2, H, W]``."""
+
+    correlation: torch.Tensor
+    constant_map: torch.Tensor
+    classes: torch.Tensor
+    maps: torch.Tensor
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+
+
+def _check_images_maps(images: torch.Tensor, maps: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError(f"images must be a [B, C, H, W] tensor, got {getattr(images, 'shape', type(images))}")
+    expected = (images.shape[0], *images.shape[2:])
+    if not isinstance(maps, torch.Tensor) or tuple(maps.shape) != expected:
+        raise ValueError(f"maps must be a [B, H, W] tensor matching the images, i.e. {expected}; "
+                         f"got {tuple(getattr(maps, 'shape', ()))}")
+    if maps.device != images.device:
+        raise ValueError(f"maps ({maps.device}) and images ({images.device}) must be on the same device")
+
+
+def _class_indices(targets, batch: int, device: torch.device) -> torch.Tensor:
+    if isinstance(targets, torch.Tensor):
+        if targets.dim() != 1 or targets.is_floating_point():
+            raise ValueError(f"targets tensor must be an integer [B] tensor, got {targets.dtype} "
+                             f"{tuple(targets.shape)}")
+        idx = targets.to(device, torch.int64)
+    else:
+        if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
+            raise ValueError("targets must be None, class indices, an integer tensor, or objects with "
+                             f"a 'category' attribute; got {type(targets).__name__}")
+        values = []
+        for t in targets:
+            t = getattr(t, "category", t)
+            if isinstance(t, bool) or not hasattr(t, "__index__"):
+                raise ValueError(f"each target must be a class index (or have a 'category'), got {t!r}")
+            values.append(int(t))
+        idx = torch.tensor(values, dtype=torch.int64, device=device)
+    if idx.shape[0] != batch:
+        raise ValueError(f"got {idx.shape[0]} targets for a batch of {batch} images; give one per image")
+    return idx
+
+
+def _probabilities(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Softmax outputs ``[B, N]`` of the model, run in chunks of ``batch_size``."""
+    with eval_mode(model), torch.no_grad():
+        return torch.cat([torch.softmax(model(chunk).flatten(1).float(), dim=1)
+                          for chunk in images.split(batch_size)])
+
+
+def _confidence(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return _probabilities(model, images, batch_size).gather(1, classes[:, None])[:, 0]
+
+
+def _clean_confidence(model, images, targets, batch_size) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target classes ``[B]`` and their confidence on the clean images."""
+    probs = _probabilities(model, images, batch_size)
+    classes = probs.argmax(1) if targets is None else _class_indices(targets, images.shape[0], images.device)
+    if bool(((classes < 0) | (classes >= probs.shape[1])).any()):
+        raise ValueError(f"target classes must lie in [0, {probs.shape[1]}), got {classes.tolist()}")
+    return classes, probs.gather(1, classes[:, None])[:, 0]
+
+
+def _masked_confidences(model, images, maps, targets, variant, batch_size):
+    _check_batch_size(batch_size)
+    _check_images_maps(images, maps)
+    if variant not in ("multiply", "threshold"):
+        raise ValueError(f"variant must be 'multiply' or 'threshold', got {variant!r}")
+    classes, clean = _clean_confidence(model, images, targets, batch_size)
+    mask = maps if variant == "multiply" else (maps > THRESHOLD).to(images.dtype)
+    masked = _confidence(model, images * mask[:, None].to(images.dtype), classes, batch_size)
+    return clean, masked
+
+
+def average_drop(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=None, *,
+                 variant: str = "multiply", batch_size: int = 64) -> torch.Tensor:
+    """Average drop in percent, per image: ``100 * max(0, Y - O) / Y`` (Chattopadhay et al.).
+
+    ``Y`` is the confidence on the image, ``O`` on the image multiplied by its map
+    (``variant="multiply"``) or by the mask ``map > 0.5`` (``"threshold"``, the authors'
+    variant). Lower is more faithful.
+    """
+    clean, masked = _masked_confidences(model, images, maps, targets, variant, batch_size)
+    return 100.0 * (clean - masked).clamp_min(0) / clean.clamp_min(torch.finfo(clean.dtype).tiny)
+
+
+def increase_in_confidence(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=None, *,
+                           variant: str = "multiply", batch_size: int = 64) -> torch.Tensor:
+    """1.0 where the masked image (as in ``average_drop``) is more confident than the image, else 0.0."""
+    clean, masked = _masked_confidences(model, images, maps, targets, variant, batch_size)
+    return (masked > clean).to(clean.dtype)
+
+
+def blur(images: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
+    """A separable Gaussian blur of ``[B, C, H, W]`` images (edge pixels replicated)."""
+    taps = gaussian_taps(sigma, dtype=images.dtype, device=images.device)
+    r = taps.numel() // 2
+    B, C, H, W = images.shape
+    x = images.reshape(B * C, 1, H, W)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), taps.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), taps.view(1, 1, -1, 1))
+    return x.reshape(B, C, H, W)
+
+
+def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=None, *,
+                       steps: int = 100, baseline: str = "zero", batch_size: int = 64) -> DeletionInsertion:
+    """Deletion and insertion areas per image (Petsiuk et al., RISE).
+
+    Pixels are ranked by their map value, highest first (ties by position). Step ``i`` of
+    ``0..steps`` perturbs the first ``floor(i * HW / steps)`` of them: deletion replaces them
+    by the baseline in the image, insertion puts them from the image into the baseline
+    (``"zero"``, or ``"blur"``: the image blurred with ``sigma = 5`` px). Each curve of
+    confidences is integrated (trapezoids) over the perturbed fraction in ``[0, 1]``.
+    """
+    _check_batch_size(batch_size)
+    _check_images_maps(images, maps)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if baseline not in ("zero", "blur"):
+        raise ValueError(f"baseline must be 'zero' or 'blur', got {baseline!r}")
+    B, C = images.shape[:2]
+    N = maps[0].numel()
+    classes, _ = _clean_confidence(model, images, targets, batch_size)
+    base = torch.zeros_like(images) if baseline == "zero" else blur(images)
+    order = torch.argsort(maps.flatten(1), dim=1, descending=True, stable=True)
+    ranks = torch.argsort(order, dim=1)
+    counts = torch.arange(steps + 1, device=images.device) * N // steps
+    flat_images, flat_base = images.flatten(2), base.flatten(2)
+    # Job j: image j // (2 (steps + 1)), curve (deletion 0, insertion 1), step.
+    jobs = torch.arange(B * 2 * (steps + 1), device=images.device)
+    image_of, curve_of, step_of = jobs // (2 * (steps + 1)), (jobs // (steps + 1)) % 2, jobs % (steps + 1)
+    scores = []
+    with eval_mode(model), torch.no_grad():
+        for chunk in jobs.split(batch_size):
+            b, curve, step = image_of[chunk], curve_of[chunk], step_of[chunk]
+            top = ranks[b] < counts[step][:, None]  # [n, N]: the pixels perturbed at this step
+            from_image = torch.where(curve[:, None] == 0, ~top, top)[:, None]
+            x = torch.where(from_image, flat_images[b], flat_base[b]).reshape(-1, C, *images.shape[2:])
+            probs = torch.softmax(model(x).flatten(1).float(), dim=1)
+            scores.append(probs.gather(1, classes[b][:, None])[:, 0])
+    curves = torch.cat(scores).reshape(B, 2, steps + 1)
+    fractions = counts.to(curves.dtype) / N
+    areas = torch.trapezoid(curves, fractions, dim=-1)
+    return DeletionInsertion(areas[:, 0], areas[:, 1])
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Mean structural similarity per image of ``[B, H, W]`` maps (Wang et al. 2004).
+
+    Gaussian window (sigma 1.5, 11 taps), population covariances, ``K1 = 0.01``,
+    ``K2 = 0.03``, averaged over the positions whose window lies inside the image: the
+    value of ``skimage.metrics.structural_similarity(a, b, gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False, data_range=data_range)``.
+    """
+    if a.shape != b.shape or a.dim() != 3:
+        raise ValueError(f"ssim needs two [B, H, W] maps of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    taps = gaussian_taps(SSIM_SIGMA, SSIM_TRUNCATE, dtype=torch.float64, device=a.device)
+    if min(a.shape[-2:]) < taps.numel():
+        raise ValueError(f"ssim needs maps of at least {taps.numel()}x{taps.numel()}, got {tuple(a.shape[-2:])}")
+    x = torch.stack([a, b, a * a, b * b, a * b], dim=1).double().flatten(0, 1)[:, None]
+    x = F.conv2d(F.conv2d(x, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))
+    mu_a, mu_b, aa, bb, ab = x.reshape(a.shape[0], 5, *x.shape[-2:]).unbind(1)
+    var_a, var_b, cov = aa - mu_a * mu_a, bb - mu_b * mu_b, ab - mu_a * mu_b
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2))
+    return s.flatten(1).mean(1).to(a.dtype)
+
+
+def explain_captured(cam: BaseCAM, activations: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor],
+                     output_size) -> torch.Tensor:
+    """``cam``'s maps from given per-layer activations and gradients (``BaseCAM._core``),
+    several layers combined as ``BaseCAM.explain`` combines them."""
+    maps = [cam._core(a, g, output_size).maps for a, g in zip(activations, gradients)]
+    if len(maps) == 1:
+        return maps[0].float()
+    mean = torch.stack(maps).mean(0).float()
+    return mean / mean.flatten(1).amax(1).clamp_min(torch.finfo(mean.dtype).tiny)[:, None, None]
+
+
+def robustness(cam: BaseCAM, images: torch.Tensor, targets=None, *, scales: Sequence[float], draws: int = 5,
+               seed: int = 0) -> list[torch.Tensor]:
+    """SSIM between each image's clean map and its map from noisy gradients, one ``[B]``
+    tensor per scale (higher is more robust).
+
+    The model runs once (one forward, one backward); then, for every scale ``s`` and each
+    of ``draws`` draws, Gaussian noise of standard deviation ``s * std(G_b)`` (the raw
+    gradients' own spread in image ``b``) is added to the raw gradients ``G`` and
+    the CAM's core (for CF-CAM: from step 2 on) rebuilds the map. SSIMs are averaged over
+    the draws; the noise comes from a generator seeded with ``seed`` on the images' device.
+    """
+    if not isinstance(cam, BaseCAM):
+        raise ValueError(f"cam must be a cfcam_fast CAM (CFCAM, GradCAM, GradCAMPlusPlus), got {type(cam).__name__}")
+    scales = list(scales)
+    if not scales or any(not isinstance(s, (int, float)) or isinstance(s, bool) or s < 0 for s in scales):
+        raise ValueError(f"scales must be a non-empty list of numbers >= 0, got {scales!r}")
+    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
+        raise ValueError(f"draws must be an int >= 1, got {draws!r}")
+    captured = capture(cam.model, images, cam.target_layers, targets, cam.reshape_transform)
+    size = tuple(images.shape[-2:])
+    acts, grads = captured.activations, captured.gradients
+    clean = explain_captured(cam, acts, grads, size)
+    gen = torch.Generator(device=images.device).manual_seed(seed)
+    repeated = [a.repeat(draws, 1, 1, 1) for a in acts]
+    result = []
+    for scale in scales:
+        noisy = []
+        for g in grads:
+            spread = g.flatten(1).std(1).reshape(1, -1, 1, 1, 1)
+            noise = torch.randn((draws, *g.shape), generator=gen, device=g.device, dtype=g.dtype)
+            noisy.append((g[None] + float(scale) * spread * noise).flatten(0, 1))
+        maps = explain_captured(cam, repeated, noisy, size)
+        result.append(ssim(clean.repeat(draws, 1, 1), maps).reshape(draws, -1).mean(0))
+    return result
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pearson correlation per image of ``[B, ...]`` maps, and a ``[B, 2]`` flag of constant maps.
+
+    Where a map is constant (zero everywhere, say) the correlation is undefined; it is
+    reported as 1.0 when both maps are constant and 0.0 when one is, never NaN.
+    """
+    x = a.flatten(1).double()
+    y = b.flatten(1).double()
+    x = x - x.mean(1, keepdim=True)
+    y = y - y.mean(1, keepdim=True)
+    sx, sy = (x * x).sum(1), (y * y).sum(1)
+    constant = torch.stack([sx == 0, sy == 0], dim=1)
+    r = (x * y).sum(1) / (sx * sy).sqrt().clamp_min(torch.finfo(torch.float64).tiny)
+    r = torch.where(constant.all(1), torch.ones_like(r), torch.where(constant.any(1), torch.zeros_like(r), r))
+    return r.clamp(-1.0, 1.0).to(a.dtype), constant
+
+
+def _pair_classes(pair: str):
+    if pair == "top-bottom":
+        return lambda logits: torch.stack([logits.argmax(1), logits.argmin(1)], dim=1)
+    if pair == "top-second":
+        return lambda logits: logits.topk(2, dim=1).indices
+    raise ValueError(f"pair must be 'top-bottom' or 'top-second', got {pair!r}")
+
+
+def class_sensitivity(cam: BaseCAM, images: torch.Tensor, *, pair: str = "top-bottom",
+                      batch_size: int = 64) -> ClassSensitivity:
+    """Pearson correlation between each image's maps for two classes (after Rebuffi et al.,
+    "There and Back Again", CVPR 2020); lower is more class-sensitive.
+
+    ``pair="top-bottom"``: the most and the least likely class; ``"top-second"``: the two
+    most likely. Per chunk of ``batch_size`` images the model runs one forward and one
+    batched backward for both classes (``capture.capture_classes``).
+    """
+    if not isinstance(cam, BaseCAM):
+        raise ValueError(f"cam must be a cfcam_fast CAM (CFCAM, GradCAM, GradCAMPlusPlus), got {type(cam).__name__}")
+    _check_batch_size(batch_size)
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError(f"images must be a [B, C, H, W] tensor, got {getattr(images, 'shape', type(images))}")
+    select = _pair_classes(pair)
+    size = tuple(images.shape[-2:])
+    parts = []
+    for chunk in images.split(batch_size):
+        got = capture_classes(cam.model, chunk, cam.target_layers, select, cam.reshape_transform)
+        acts = [a.repeat(2, 1, 1, 1) for a in got.activations]
+        grads = [g.flatten(0, 1) for g in got.gradients]  # [2B, ...]: first class, then second
+        maps = explain_captured(cam, acts, grads, size).reshape(2, chunk.shape[0], *size).transpose(0, 1)
+        r, constant = pearson(maps[:, 0], maps[:, 1])
+        parts.append((r, constant, got.class_idx, maps))
+    return ClassSensitivity(*(torch.cat(p) for p in zip(*parts)))
