@@ -3,6 +3,9 @@
 Per image ``<name>_cfcam.png`` (the map over the photo, titled with the predicted ImageNet
 class and its confidence) and one ``summary.json`` with an entry per image done, written
 after every batch, so that an error part-way leaves the finished images and their entries.
+An entry holds ``file`` (the path, or ``bundled:<name>``), ``overlay`` (the PNG's name),
+``class`` (ImageNet index), ``name`` (class name), ``confidence`` (softmax probability) and
+``milliseconds`` (the image's share of its batch's forward, backward and CF-CAM time).
 """
 from __future__ import annotations
 
@@ -129,8 +132,9 @@ def run(args: argparse.Namespace) -> int:
 
     summary: list[dict] = []
     batches = list(_batches(items, args.batch_size))
-    with CFCAM(model, [layer], config=config, backend=args.backend) as cam:
-        for batch in tqdm(batches, desc="explain", unit="batch", disable=len(batches) < 2):
+    progress = tqdm(batches, desc="explain", unit="batch", disable=len(batches) < 2)
+    with CFCAM(model, [layer], config=config, backend=args.backend) as cam, progress:
+        for batch in progress:
             images, error = [], None
             for _, _, load in batch:
                 try:
