@@ -106,7 +106,9 @@ def _hooked_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Modul
             if not output.requires_grad:
                 output = output.detach().requires_grad_(True)
             outputs[i] = output
-            return output
+            # The model goes on with a copy, so an in-place op after the layer (e.g.
+            # ReLU(inplace=True)) cannot overwrite what is kept or modify a leaf.
+            return output.clone()
         return hook
 
     handles = [layer.register_forward_hook(keeper(i)) for i, layer in enumerate(layers)]
