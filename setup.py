@@ -5,7 +5,9 @@ module when ``CFCAM_CUDA=1``. A failed native build warns and leaves the package
 on its other backends; ``CFCAM_REQUIRE_NATIVE=1`` turns that warning into an error.
 """
 import os
+import shutil
 import subprocess
+import sysconfig
 import sys
 import warnings
 from pathlib import Path
@@ -20,7 +22,8 @@ class CMakeExtension(Extension):
     """One CMake project that builds every native module of the package."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(name, sources=[])
+        # optional: the placeholder name itself is never built (CMake builds _native_cpu/_cuda).
+        super().__init__(name, sources=[], optional=True)
 
 
 class CMakeBuild(build_ext):
@@ -45,6 +48,15 @@ class CMakeBuild(build_ext):
             if os.environ.get("CFCAM_REQUIRE_NATIVE") == "1":
                 raise
             warnings.warn(f"cfcam_fast: native ops not built ({exc}); other backends still work")
+
+    def copy_extensions_to_source(self) -> None:
+        """Editable installs: copy every module CMake built into the source package."""
+        built = Path(self.build_lib).resolve() / "cfcam_fast"
+        for module in built.glob("_native_*" + sysconfig.get_config_var("EXT_SUFFIX")):
+            # Copy then rename: a process that has the old module loaded keeps its own file.
+            target = ROOT / "cfcam_fast" / module.name
+            shutil.copy2(module, target.with_suffix(".tmp"))
+            os.replace(target.with_suffix(".tmp"), target)
 
 
 setup(

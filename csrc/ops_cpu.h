@@ -1,0 +1,27 @@
+// CPU ops on raw pointers: batched exact selection and batched DBSCAN labelling.
+// Every function validates the values it reads (counts, ranks, eps, min_samples) and throws
+// std::invalid_argument, which the bindings turn into Python's ValueError.
+#pragma once
+
+#include <cstdint>
+
+namespace cfcam {
+
+// out[b, k] = the ranks[b, k]-th smallest (0-based) of the upper-triangle values
+// dist[b, i, j], i < j < counts[b], of the row-major [B, n, n] array `dist`.
+template <typename T>
+void pair_ranks_cpu(const T* dist, const int64_t* counts, const int64_t* ranks, T* out,
+                    int64_t B, int64_t n, int64_t K);
+
+// out[b, k] = the ranks[b, k]-th smallest of values[b, 0:lengths[b]] ([B, L] row-major).
+template <typename T>
+void kth_smallest_cpu(const T* values, const int64_t* lengths, const int64_t* ranks, T* out,
+                      int64_t B, int64_t L, int64_t K);
+
+// scikit-learn's DBSCAN labels of each image's first counts[b] points from the upper triangle
+// of dist[b]; labels[b, i] = -1 for noise and for i >= counts[b].
+template <typename T>
+void dbscan_labels_cpu(const T* dist, const int64_t* counts, const T* eps,
+                       const int64_t* min_samples, int64_t* labels, int64_t B, int64_t n);
+
+}  // namespace cfcam
