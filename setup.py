@@ -67,7 +67,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["cfcam_fast", "cfcam_fast.backends", "cfcam_fast.cluster",
-              "cfcam_fast.integrations", "cfcam_fast.kernels"],
+              "cfcam_fast.integrations", "cfcam_fast.commands", "cfcam_fast.kernels"],
     package_dir={"cfcam_fast": "cfcam_fast", "cfcam_fast.kernels": "kernels"},
     ext_modules=[CMakeExtension("cfcam_fast._native")] if (ROOT / "CMakeLists.txt").exists() else [],
     cmdclass={"build_ext": CMakeBuild},

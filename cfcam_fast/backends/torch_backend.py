@@ -81,7 +81,7 @@ def cluster_channels(A: torch.Tensor, config: CFCAMConfig) -> tuple[torch.Tensor
 def _native_select(dist: torch.Tensor, counts: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
     from .. import _native
 
-    return _native.pair_ranks(dist.contiguous(), counts, ranks)
+    return _native.pair_ranks(dist.contiguous(), counts.contiguous(), ranks.contiguous())
 
 
 def _cluster_sums(values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

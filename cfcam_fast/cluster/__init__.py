@@ -54,7 +54,8 @@ def labels_from_distances(dist: torch.Tensor, counts: torch.Tensor, eps: torch.T
     if name == "native":
         from .. import _native
 
-        return _native.dbscan_labels(dist.contiguous(), counts, eps.to(dist.dtype), min_samples)
+        return _native.dbscan_labels(dist.contiguous(), counts.contiguous(), eps.to(dist.dtype).contiguous(),
+                                     min_samples.contiguous())
     module = importlib.import_module(f"{__name__}.{name}_dbscan")
     return module.dbscan_labels(dist, counts, eps, min_samples)
 

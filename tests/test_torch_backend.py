@@ -1,0 +1,147 @@
+"""The batched ``torch`` backend against the reference, on random and on real inputs.
+
+Tolerances: labels and eps must be identical (both paths take eps and DBSCAN membership
+from float64 distances; SPEC.md's tie rule). Channel weights are float32 reductions over
+at most 28*28 values against the reference's float64, so they agree to 1e-6 of the
+largest |w| (the filtered cluster means, summed over up to 2048 members, to 1e-5 of their largest value). Maps are float32 sums of up to 2048 weighted channels, normalised to [0, 1]:
+agreement to 1e-5 absolute leaves room for float32 rounding only.
+"""
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+import cfcam_fast as cf
+import cfcam_fast.cluster as cluster
+from cfcam_fast.capture import capture
+from helpers import efficientnet_lite0
+
+DBSCAN_BACKENDS = [b for b in ("torch", "native", "sklearn") if cluster.unavailable_reason(b) is None]
+
+
+def structured(B: int, C: int, H: int, W: int, seed: int, prototypes: int = 6) -> torch.Tensor:
+    """ReLU-like activations drawn around a few prototype maps, with dead channels, so
+    that DBSCAN finds several clusters and some noise."""
+    gen = torch.Generator().manual_seed(seed)
+    protos = torch.randn(B, prototypes, H * W, generator=gen).relu() * 2
+    pick = torch.randint(0, prototypes, (B, C), generator=gen)
+    A = protos.gather(1, pick[:, :, None].expand(-1, -1, H * W))
+    A = A * (1 + 0.05 * torch.randn(B, C, 1, generator=gen)) + 0.3 * torch.rand(B, C, H * W, generator=gen)
+    A[:, : C // 10] = 0
+    return A.reshape(B, C, H, W)
+
+
+def assert_matches_reference(A, G, config, output_size=(64, 64)):
+    ref = cf.cfcam_explain(A, G, output_size, config, backend="reference", return_filtered=True)
+    got = cf.cfcam_explain(A, G, output_size, config, backend="torch", return_filtered=True)
+    assert torch.equal(got.labels, ref.labels)
+    assert torch.equal(got.eps.isnan(), ref.eps.isnan())
+    torch.testing.assert_close(got.eps, ref.eps, rtol=0, atol=0, equal_nan=True)
+    scale = ref.channel_weights.abs().amax().clamp(min=1e-30)
+    assert ((got.channel_weights - ref.channel_weights).abs().amax() / scale) < 1e-6
+    torch.testing.assert_close(got.weights, ref.weights, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got.maps, ref.maps, rtol=0, atol=1e-5)
+    for f_got, f_ref in zip(got.filtered, ref.filtered):
+        # float32 means over up to 2048 members, with cancellation: 1e-5 of the largest value.
+        torch.testing.assert_close(f_got, f_ref, rtol=0, atol=1e-5 * float(f_ref.abs().amax()) + 1e-30)
+    return ref
+
+
+@pytest.mark.parametrize("shape", [(2, 512, 7, 7), (2, 2048, 7, 7), (2, 256, 14, 14), (1, 128, 28, 28)],
+                         ids=["resnet18-last", "resnet50-last", "14x14", "28x28"])
+@pytest.mark.parametrize("filter", ["gaussian", "official"])
+def test_random_realistic_shapes(shape, filter):
+    A = structured(*shape, seed=sum(shape))
+    G = torch.randn(shape) * 1e-3
+    ref = assert_matches_reference(A, G, cf.CFCAMConfig(filter=filter))
+    assert int(ref.labels.amax()) >= 1, "the data should give several clusters"
+
+
+@pytest.mark.parametrize("weighting", ["softmax", "standardized", "linear"])
+@pytest.mark.parametrize("dbscan_backend", DBSCAN_BACKENDS)
+def test_weightings_and_dbscan_backends(weighting, dbscan_backend):
+    A = structured(3, 96, 6, 5, seed=3)
+    G = torch.randn(3, 96, 6, 5)
+    assert_matches_reference(A, G, cf.CFCAMConfig(weighting=weighting, dbscan_backend=dbscan_backend,
+                                                  sigma=0.7, truncate=3.0))
+
+
+def test_edge_cases_match_reference():
+    # Fewer than 2 remaining channels: no DBSCAN, eps is NaN, the rest is noise.
+    A = torch.rand(2, 3, 4, 4)
+    assert_matches_reference(A, torch.randn(2, 3, 4, 4), cf.CFCAMConfig())
+    # All distances zero: eps is the floor and identical channels form one cluster.
+    A = torch.zeros(1, 16, 3, 3)
+    A[0, :4] = torch.rand(4, 3, 3) + 1
+    ref = assert_matches_reference(A, torch.randn(1, 16, 3, 3), cf.CFCAMConfig())
+    assert ref.eps.item() == pytest.approx(1e-5)
+    # Standardised weighting with all weights equal: uniform alpha.
+    G = torch.ones(1, 16, 3, 3)
+    assert_matches_reference(A, G, cf.CFCAMConfig(weighting="standardized"))
+
+
+def test_memory_budget_chunks_give_the_same_result():
+    A = structured(5, 64, 4, 4, seed=5)
+    G = torch.randn(5, 64, 4, 4)
+    whole = cf.cfcam_explain(A, G, None, cf.CFCAMConfig(), backend="torch")
+    tiny_budget = cf.CFCAMConfig(memory_budget_bytes=1)  # one image per chunk
+    chunked = cf.cfcam_explain(A, G, None, tiny_budget, backend="torch")
+    assert torch.equal(whole.labels, chunked.labels)
+    assert torch.equal(whole.maps, chunked.maps)
+
+
+def test_half_precision_input():
+    A = structured(2, 64, 5, 5, seed=9)
+    G = torch.randn(2, 64, 5, 5) * 1e-2
+    got = cf.cfcam_explain(A.half(), G.half(), (20, 20), backend="torch")
+    ref = cf.cfcam_explain(A.half().float(), G.half().float(), (20, 20), backend="reference")
+    assert got.maps.dtype == torch.float32
+    assert torch.equal(got.labels, ref.labels)
+    torch.testing.assert_close(got.maps, ref.maps, rtol=0, atol=1e-5)
+
+
+def photo_batch() -> torch.Tensor:
+    from cfcam_fast.models import bundled_photos, preprocess
+
+    return preprocess([image for _, image in bundled_photos()[:4]])
+
+
+@pytest.mark.parametrize("filter", ["gaussian", "official"])
+def test_real_photos_efficientnet_lite0(filter):
+    model, layer = efficientnet_lite0()
+    got = capture(model, photo_batch(), [model.get_submodule(layer)])
+    A, G = got.activations[0], got.gradients[0]
+    assert_matches_reference(A, G, cf.CFCAMConfig(filter=filter), output_size=(224, 224))
+
+
+def test_real_photos_resnet50():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None).eval()
+    got = capture(model, photo_batch()[:2], [model.layer4[-1]])
+    A, G = got.activations[0], got.gradients[0]
+    for filter in ("gaussian", "official"):
+        assert_matches_reference(A, G, cf.CFCAMConfig(filter=filter), output_size=(224, 224))
+
+
+def test_auto_picks_the_torch_backend_on_cpu():
+    A = structured(1, 32, 4, 4, seed=1)
+    G = torch.randn(1, 32, 4, 4)
+    auto = cf.cfcam_explain(A, G, None, backend="auto")
+    torch_ = cf.cfcam_explain(A, G, None, backend="torch")
+    assert torch.equal(auto.maps, torch_.maps)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dbscan_backend", ["torch", "native"])
+def test_cuda_matches_reference(dbscan_backend):
+    if cluster.unavailable_reason(dbscan_backend, torch.device("cuda")) is not None:
+        pytest.skip(cluster.unavailable_reason(dbscan_backend, torch.device("cuda")))
+    A = structured(4, 2048, 7, 7, seed=2)
+    G = torch.randn(4, 2048, 7, 7) * 1e-3
+    for filter in ("gaussian", "official"):
+        config = cf.CFCAMConfig(filter=filter, dbscan_backend=dbscan_backend)
+        ref = cf.cfcam_explain(A, G, (224, 224), config, backend="reference")
+        got = cf.cfcam_explain(A.cuda(), G.cuda(), (224, 224), config, backend="torch")
+        assert got.maps.device.type == "cuda"
+        assert torch.equal(got.labels.cpu(), ref.labels)
+        np.testing.assert_allclose(got.maps.cpu().numpy(), ref.maps.numpy(), rtol=0, atol=1e-5)
