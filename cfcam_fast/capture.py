@@ -7,6 +7,7 @@ model runs in eval mode and gets its ``training`` flags back afterwards.
 """
 from __future__ import annotations
 
+import operator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
@@ -79,8 +80,11 @@ def target_scores(logits: torch.Tensor, targets: Targets) -> tuple[torch.Tensor,
                 raise ValueError(f"target {b} must return a scalar tensor, got {score!r}")
             scores.append(score.reshape(()))
             idx.append(int(getattr(target, "category", -1)))
-        elif isinstance(target, int) or (hasattr(target, "__index__") and not isinstance(target, bool)):
-            c = int(target)
+        elif hasattr(target, "__index__") and not isinstance(target, bool):
+            try:
+                c = operator.index(target)
+            except TypeError:
+                raise ValueError(f"target {b} must be an integer class index, got {target!r}") from None
             if not 0 <= c < n_classes:
                 raise ValueError(f"target {b} is class {c}, outside [0, {n_classes})")
             scores.append(logits.flatten(1)[b, c])
