@@ -58,7 +58,7 @@ def logits_argmax(model, x):
         return model.eval()(x).argmax(1).tolist()
 
 
-@pytest.mark.parametrize("form", ["list", "tensor", "numpy_ints", "ClassifierOutputTarget", "lambda"])
+@pytest.mark.parametrize("form", ["list", "tensor", "numpy_ints", "0-d tensors", "ClassifierOutputTarget", "lambda"])
 def test_targets_forms_agree(form):
     model, x = tiny_cnn(), images()
     classes = [1, 4, 1]
@@ -66,6 +66,7 @@ def test_targets_forms_agree(form):
         "list": classes,
         "tensor": torch.tensor(classes),
         "numpy_ints": [np.int64(c) for c in classes],
+        "0-d tensors": list(torch.tensor(classes)),
         "ClassifierOutputTarget": [ClassifierOutputTarget(c) for c in classes],
         "lambda": [lambda out, c=c: out[c] for c in classes],
     }[form]
@@ -95,6 +96,8 @@ def test_targets_change_channel_weights():
     ([0, 1, 5], "outside"),
     ([0, 1, -1], "outside"),
     ([0, "cat", 1], "int or a callable"),
+    ([True, 0, 1], "int or a callable"),
+    ([torch.tensor(1.5), 0, 1], "integer class index"),
     ([lambda out: out, 0, 0], "scalar"),
     ("012", "targets must be"),
 ])
