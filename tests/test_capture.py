@@ -264,3 +264,34 @@ def test_in_place_op_after_the_target_layer(frozen):
     expected = cf.cfcam_explain(A, G, x.shape[-2:], backend="reference")
     for field in ("labels", "channel_weights", "maps"):
         assert torch.equal(getattr(res, field), getattr(expected, field)), field
+
+
+class _RaiseInBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise AssertionError("the backward went below the target layer")
+
+
+class NoBackward(nn.Module):
+    """Identity whose backward raises."""
+
+    def forward(self, x):
+        return _RaiseInBackward.apply(x)
+
+
+def test_backward_stops_at_the_target_layer():
+    model, x = tiny_cnn(), images()
+    model.stem.append(NoBackward())
+    res = explain(model, x)  # would raise if the backward ran into the stem
+    assert torch.isfinite(res.maps).all()
+
+
+@pytest.mark.gpu
+def test_maps_on_the_input_device_cuda():
+    model, x = tiny_cnn().cuda(), images().cuda()
+    res = explain(model, x)
+    assert res.maps.device == x.device and res.class_idx.device == x.device
