@@ -1,6 +1,7 @@
 """The CF-CAM core on captured tensors: ``cfcam`` and ``cfcam_explain`` (SPEC.md)."""
 from __future__ import annotations
 
+import operator
 from typing import Optional, Sequence
 
 import torch
@@ -37,9 +38,13 @@ def check_captured(activations: torch.Tensor, gradients: torch.Tensor) -> None:
 def _output_size(output_size: Optional[Sequence[int]], activations: torch.Tensor) -> tuple[int, int]:
     if output_size is None:
         return tuple(activations.shape[-2:])
-    size = tuple(int(s) for s in output_size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"output_size must be (H, W) with positive sizes, got {output_size!r}")
+    message = f"output_size must be (H, W) with positive integer sizes, got {output_size!r}"
+    try:
+        size = tuple(operator.index(s) for s in output_size)
+    except TypeError:
+        raise ValueError(message) from None
+    if len(size) != 2 or min(size) < 1 or any(isinstance(s, bool) for s in output_size):
+        raise ValueError(message)
     return size
 
 
