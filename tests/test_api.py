@@ -155,7 +155,7 @@ def test_cfcam_output_size_default_and_explicit():
     assert torch.equal(cf.cfcam_explain(A, G, (20, 24), backend="reference").maps, maps)
 
 
-@pytest.mark.parametrize("size", [(0, 5), (5,), (5, 5, 5), (-1, 4)])
+@pytest.mark.parametrize("size", [(0, 5), (5,), (5, 5, 5), (-1, 4), (2.5, 3), (None, 3), "ab", 7, (True, 3)])
 def test_invalid_output_size(size):
     A, G = captured()
     with pytest.raises(ValueError, match="output_size"):
