@@ -3,9 +3,10 @@
 Each module holds one kernel beside the plain-PyTorch function it must equal:
 ``gaussian_filter2d`` (``filters.gaussian_filter2d_torch``), ``official_filter2d``
 (``filters.official_filter_torch``), ``channel_weights`` and ``combine`` (the stages of
-``backends.torch_backend``). The kernels run on CUDA tensors, and on CPU tensors under
-``TRITON_INTERPRET=1`` (Triton's interpreter, for tests); a CPU tensor without it is a
-``ValueError``.
+``backends.torch_backend``). They are compiled for CUDA tensors; with
+``TRITON_INTERPRET=1`` set before Triton's first import they all run in Triton's
+interpreter instead, CPU tensors included (for tests). A CPU tensor otherwise is a
+``ValueError`` (see ``_launch``).
 """
 from .combine import combine
 from .gaussian import gaussian_filter2d

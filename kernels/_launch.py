@@ -1,27 +1,33 @@
-"""Where a kernel runs: compiled on CUDA tensors, interpreted on CPU tensors.
+"""Where a kernel runs: as Triton itself decides, made explicit.
 
-On CUDA tensors a kernel is always compiled, also when ``TRITON_INTERPRET=1`` was set when
-it was defined (then ``triton.jit`` gave an interpreted function; the compiled one is
-rebuilt from the same Python source). On CPU tensors it runs in Triton's interpreter when
-``TRITON_INTERPRET=1`` is set at call time (before or after importing the kernels);
-otherwise it is a ``ValueError`` naming the plain-PyTorch function to use instead: no
-silent fallback, so a test of a kernel always runs the kernel.
+Triton settles at its first import whether it interprets: with ``TRITON_INTERPRET=1`` set
+then, its own library (``tl.sum``, ``tl.max``...) is interpreted and nothing can be
+compiled in that process; without it, nothing can be interpreted. So:
+
+- Triton imported under ``TRITON_INTERPRET=1``: every kernel runs in the interpreter, on
+  CPU tensors (the tests) and on CUDA tensors alike (slowly).
+- Otherwise: kernels are compiled for CUDA tensors; a CPU tensor is a ``ValueError``
+  naming the plain-PyTorch function to use instead. No silent fallback, so a test of a
+  kernel always runs the kernel.
+
+A kernel module imported under a different setting than Triton itself is brought to
+Triton's mode (``triton.jit`` looks at the variable when it decorates).
 """
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
+from triton.language import standard
 from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
 MAX_ELEMENTS = 2 ** 31 - 1
 
 
-def interpreting() -> bool:
-    """Whether ``TRITON_INTERPRET=1`` is set now."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
+def interpreted() -> bool:
+    """Whether Triton was imported under ``TRITON_INTERPRET=1`` (kernels are interpreted)."""
+    return isinstance(standard.sum, InterpretedFunction)
 
 
 @functools.lru_cache(maxsize=None)
@@ -34,20 +40,15 @@ def _jit(fn) -> JITFunction:
     return JITFunction(fn)
 
 
-def compiled(kernel) -> JITFunction:
-    """The compiled (``JITFunction``) form of a ``triton.jit`` kernel, however it was defined."""
-    return kernel if isinstance(kernel, JITFunction) else _jit(kernel.fn)
-
-
 def launcher(kernel, device: torch.device, op: str, torch_equivalent: str):
     """``kernel`` ready to be launched (``launcher(...)[grid](...)``) on ``device``."""
-    if device.type == "cuda":
-        return compiled(kernel)
-    if not interpreting():
+    if interpreted():
+        return kernel if isinstance(kernel, InterpretedFunction) else _interpreted(kernel.fn)
+    if device.type != "cuda":
         raise ValueError(f"{op} is a Triton kernel for CUDA tensors, got a {device.type} tensor: move it "
-                         f"to CUDA, set TRITON_INTERPRET=1 to run the kernel in Triton's interpreter, "
-                         f"or call {torch_equivalent}")
-    return _interpreted(kernel.fn) if isinstance(kernel, JITFunction) else kernel
+                         f"to CUDA, set TRITON_INTERPRET=1 before Triton is first imported to run the "
+                         f"kernel in Triton's interpreter, or call {torch_equivalent}")
+    return kernel if isinstance(kernel, JITFunction) else _jit(kernel.fn)
 
 
 def check_size(op: str, *tensors: torch.Tensor) -> None:

@@ -48,6 +48,7 @@ def weighted_sum_kernel(A, w, labels, alpha, cam, C, H, W, a_sb, a_sc, a_sh, a_s
             n += tl.sum(kept.to(tl.float32), axis=0)
             total += tl.sum(tl.where(kept, wc, 0.0), axis=0)
             top = tl.maximum(top, tl.max(tl.where(kept, wc, -float("inf")), axis=0))
+        top = tl.where(n > 0, top, 0.0)  # no kept channel: every alpha is 0 anyway
         if WEIGHTING == 1:
             mean = total / tl.maximum(n, 1.0)
             ss = 0.0
@@ -69,6 +70,7 @@ def weighted_sum_kernel(A, w, labels, alpha, cam, C, H, W, a_sb, a_sc, a_sh, a_s
             wc = tl.load(w + b * C + c, mask=c < C, other=0.0).to(tl.float32)
             z = tl.where(WEIGHTING == 1, (wc - centre) / scale, wc)
             den += tl.sum(tl.where(lab != -1, tl.exp(z - top), 0.0), axis=0)
+        den = tl.where(den > 0, den, 1.0)  # no kept channel: every alpha is 0 anyway
     # One sweep over the activations.
     p = tl.program_id(1) * BLOCK_HW + tl.arange(0, BLOCK_HW)
     p_ok = p < hw
