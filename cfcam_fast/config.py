@@ -38,8 +38,9 @@ class CFCAMConfig:
             value = getattr(self, name)
             if not _is_real(value) or not 0.0 <= value <= 100.0:
                 raise ValueError(f"CFCAMConfig.{name} must be a number in [0, 100], got {value!r}")
-        if not _is_real(self.eps_floor) or not self.eps_floor >= 0.0:
-            raise ValueError(f"CFCAMConfig.eps_floor must be a number >= 0, got {self.eps_floor!r}")
+        if not _is_real(self.eps_floor) or not self.eps_floor > 0.0:
+            raise ValueError(f"CFCAMConfig.eps_floor must be a number > 0 (DBSCAN needs a positive eps), "
+                             f"got {self.eps_floor!r}")
         if not _is_real(self.min_samples_fraction) or not 0.0 <= self.min_samples_fraction <= 1.0:
             raise ValueError(
                 f"CFCAMConfig.min_samples_fraction must be in [0, 1], got {self.min_samples_fraction!r}"
