@@ -18,7 +18,7 @@ def test_defaults_are_spec_values():
     ("importance_percentile", float("nan")), ("importance_percentile", "75"),
     ("importance_percentile", True),
     ("eps_percentile", -0.1), ("eps_percentile", 101), ("eps_percentile", None),
-    ("eps_floor", -1e-5), ("eps_floor", float("inf")),
+    ("eps_floor", -1e-5), ("eps_floor", 0.0), ("eps_floor", float("inf")),
     ("min_samples_fraction", 1.5), ("min_samples_fraction", -0.1),
     ("min_samples_floor", 0), ("min_samples_floor", 2.0), ("min_samples_floor", True),
     ("filter", "box"), ("filter", None),
@@ -42,7 +42,7 @@ def test_every_field_is_validated():
 
 
 @pytest.mark.parametrize("field,value", [
-    ("importance_percentile", 0), ("importance_percentile", 100), ("eps_floor", 0.0),
+    ("importance_percentile", 0), ("importance_percentile", 100), ("eps_floor", 1e-12),
     ("min_samples_fraction", 0.0), ("min_samples_floor", 1), ("filter", "official"),
     ("weighting", "standardized"), ("weighting", "linear"), ("sigma", 3), ("truncate", 0.5),
 ])
