@@ -1,0 +1,195 @@
+"""The benchmark runner: every path, every model and batch size, in one process.
+
+Each path gets ``warmup`` untimed calls, then ``repeats`` timed ones (the device is
+synchronised before and after each), and the median is reported. Outputs go to ``--out``:
+``results.md`` (the printed tables), ``results.json`` and ``results.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path as FilePath
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from . import report
+from .paths import build_paths
+
+MODELS = ("resnet18", "resnet50", "efficientnet_lite0")
+IMAGE_SIZE = 224
+
+
+def _positive_ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+        return value
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The runner's options (shared by ``python -m bench`` and ``cfcam-fast bench``)."""
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help="comma-separated model names (default: %(default)s)")
+    parser.add_argument("--batches", type=_positive_ints,
+                        help="comma-separated batch sizes (default: 1,8, and 64 on CUDA)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--repeats", type=_int_at_least(1), default=3,
+                        help="timed runs per path; the median is reported (default: 3)")
+    parser.add_argument("--warmup", type=_int_at_least(0), default=1,
+                        help="untimed runs per path before timing (default: 1)")
+    parser.add_argument("--out", default="bench/out", help="output folder (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smallest model, batch 1, one repeat (a smoke test of the runner)")
+
+
+def _device(name: Optional[str]) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch.cuda.is_available() is False")
+    return device
+
+
+def time_call(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _versions() -> dict[str, Optional[str]]:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for dist in ("triton", "numpy", "scikit-learn", "scipy", "timm", "torchvision", "grad-cam", "cfcam-fast"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+def machine_info(device: torch.device) -> dict:
+    """Platform, CPU count and the device's name, for the JSON and RESULTS.md."""
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    info["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return info
+
+
+def bench_model(name: str, batches: Sequence[int], device: torch.device, warmup: int, repeats: int,
+                log=print) -> list[dict]:
+    """Rows for every path of model ``name`` at each batch size."""
+    from cfcam_fast.models import load_model, resolve_layer
+
+    model, layer_name = load_model(name, device=device)
+    layer = resolve_layer(model, layer_name)
+    rows = []
+    for batch in batches:
+        torch.manual_seed(0)
+        x = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
+        paths = build_paths(model, layer, x)
+        with torch.no_grad():
+            _, layer_out = _layer_shape(model, layer, x)
+        for path in paths:
+            row = {"model": name, "layer": layer_name, "batch": batch, "input_shape": list(x.shape),
+                   "layer_shape": layer_out, "path": path.name, "kind": path.kind,
+                   "skipped": path.skipped, "times_s": None, "median_s": None,
+                   "ms_per_image": None, "images_per_s": None}
+            if path.run is not None:
+                times = time_call(path.run, device, warmup, repeats)
+                median = statistics.median(times)
+                row.update(times_s=times, median_s=median, ms_per_image=1e3 * median / batch,
+                           images_per_s=batch / median)
+                log(f"  {name} b{batch} {path.name}: {row['ms_per_image']:.2f} ms/image")
+            rows.append(row)
+    return rows
+
+
+def _layer_shape(model, layer, x):
+    shapes = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: shapes.append(list(out.shape)))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    return logits, shapes[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Time everything ``args`` asks for, print the tables and write the outputs."""
+    device = _device(args.device)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models:
+        raise ValueError("--models: name at least one model")
+    batches = args.batches or ([1, 8, 64] if device.type == "cuda" else [1, 8])
+    repeats = args.repeats
+    if args.quick:
+        models, batches, repeats = [MODELS[0]], [1], 1
+    out = FilePath(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
+    rows = []
+    for name in models:
+        log(f"{name} on {device}")
+        rows += bench_model(name, batches, device, args.warmup, repeats, log)
+    report.add_ratios(rows)
+    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(device), "device": str(device), "versions": _versions(),
+            "settings": {"models": models, "batches": batches, "warmup": args.warmup, "repeats": repeats,
+                         "image_size": IMAGE_SIZE, "statistic": "median"}}
+    table = report.markdown(rows, str(device))
+    print(table)
+    (out / "results.md").write_text(table + "\n")
+    report.write_json(out / "results.json", meta, rows)
+    report.write_plot(out / "results.png", rows, str(device))
+    log(f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'results.png'}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m bench``; returns the exit status (1 with a one-line message on bad input)."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
