@@ -1,0 +1,104 @@
+"""The ``triton`` backend (steps 5-7 as Triton kernels) against the reference and torch.
+
+Without a GPU the kernels run on CPU tensors in Triton's interpreter (the conftest sets
+``TRITON_INTERPRET=1`` before Triton is imported); the ``gpu`` tests run them compiled on
+CUDA at realistic sizes. Tolerances: labels and eps come from the torch backend's
+clustering, so they must be identical. Channel weights are float32 reductions over at most
+28*28 values (and, for clusters, over up to 2048 members) against the reference's
+float64: 1e-5 of the largest |w|. alpha lies in [0, 1]: 1e-5 relative plus 1e-7. Maps are
+float32 sums of up to 2048 weighted channels normalised to [0, 1]: 1e-5 absolute.
+"""
+import pytest
+import torch
+
+import cfcam_fast as cf
+from cfcam_fast import backends
+from cfcam_fast.kernels._launch import interpreted
+from helpers import images, tiny_cnn
+
+interpreter = pytest.mark.skipif(not interpreted(), reason="Triton was not imported under TRITON_INTERPRET=1")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def structured(B: int, C: int, H: int, W: int, seed: int, prototypes: int = 5) -> torch.Tensor:
+    """ReLU-like activations around a few prototype maps, with dead channels: DBSCAN finds
+    several clusters and some noise."""
+    gen = torch.Generator().manual_seed(seed)
+    protos = torch.randn(B, prototypes, H * W, generator=gen).relu() * 2
+    pick = torch.randint(0, prototypes, (B, C), generator=gen)
+    A = protos.gather(1, pick[:, :, None].expand(-1, -1, H * W))
+    A = A * (1 + 0.05 * torch.randn(B, C, 1, generator=gen)) + 0.3 * torch.rand(B, C, H * W, generator=gen)
+    A[:, : C // 10] = 0
+    return A.reshape(B, C, H, W)
+
+
+def assert_matches(got: cf.CFCAMResult, ref: cf.CFCAMResult) -> None:
+    assert torch.equal(got.labels.cpu(), ref.labels.cpu())
+    torch.testing.assert_close(got.eps.cpu(), ref.eps.cpu(), rtol=0, atol=0, equal_nan=True)
+    scale = float(ref.channel_weights.abs().amax()) + 1e-30
+    torch.testing.assert_close(got.channel_weights.cpu(), ref.channel_weights.cpu(), rtol=0, atol=1e-5 * scale)
+    torch.testing.assert_close(got.weights.cpu(), ref.weights.cpu(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got.maps.cpu(), ref.maps.cpu(), rtol=0, atol=1e-5)
+
+
+def explain_all(A, G, size, config, device, backends_=("reference", "torch", "triton")):
+    A, G = A.to(device), G.to(device)
+    return [cf.cfcam_explain(A, G, size, config, backend=name) for name in backends_]
+
+
+@interpreter
+@pytest.mark.parametrize("filter_name, weighting", [("gaussian", "softmax"), ("official", "softmax"),
+                                                    ("gaussian", "standardized"), ("official", "linear")])
+def test_interpreted_backend_matches_reference_and_torch(filter_name, weighting):
+    A = structured(2, 40, 7, 6, seed=4)
+    G = torch.randn(A.shape, generator=torch.Generator().manual_seed(5)) * 1e-2
+    config = cf.CFCAMConfig(filter=filter_name, weighting=weighting)
+    ref, by_torch, got = explain_all(A, G, (24, 20), config, "cpu")
+    assert int(ref.labels.amax()) >= 1, "the data should give several clusters"
+    assert_matches(got, ref)
+    assert_matches(got, by_torch)
+
+
+@interpreter
+def test_interpreted_backend_filtered_maps_and_half_input():
+    A = structured(1, 32, 5, 5, seed=6)
+    G = torch.randn(A.shape, generator=torch.Generator().manual_seed(7)) * 1e-2
+    got = cf.cfcam_explain(A, G, (10, 10), backend="triton", return_filtered=True)
+    ref = cf.cfcam_explain(A, G, (10, 10), backend="reference", return_filtered=True)
+    for f_got, f_ref in zip(got.filtered, ref.filtered):
+        torch.testing.assert_close(f_got, f_ref, rtol=0, atol=1e-5 * float(f_ref.abs().amax()) + 1e-30)
+    half = cf.cfcam_explain(A.half(), G.half(), (10, 10), backend="triton")
+    assert_matches(half, cf.cfcam_explain(A.half(), G.half(), (10, 10), backend="torch"))
+
+
+@interpreter
+def test_registry_resolves_triton_under_the_interpreter():
+    assert backends.resolve("triton", torch.device("cpu")).__name__ == "cfcam_fast.backends.triton_backend"
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("filter_name", ["gaussian", "official"])
+@pytest.mark.parametrize("weighting", ["softmax", "standardized", "linear"])
+@pytest.mark.parametrize("shape", [(4, 2048, 7, 7), (2, 256, 14, 14)], ids=["resnet50-last", "14x14"])
+def test_cuda_backend_matches_reference(filter_name, weighting, shape):
+    A = structured(*shape, seed=sum(shape))
+    G = torch.randn(shape, generator=torch.Generator().manual_seed(1)) * 1e-3
+    ref, by_torch, got = explain_all(A, G, (224, 224), cf.CFCAMConfig(filter=filter_name, weighting=weighting),
+                                     "cuda")
+    assert got.maps.is_cuda
+    assert_matches(got, ref)
+    assert_matches(got, by_torch)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_model_and_auto_pick_triton():
+    model = tiny_cnn().cuda()
+    x = images().cuda()
+    assert backends.resolve("auto", x.device).__name__ == "cfcam_fast.backends.triton_backend"
+    with cf.CFCAM(model, target_layers=[model.features], backend="triton") as cam:
+        got = cam.explain(x)
+    with cf.CFCAM(model, target_layers=[model.features], backend="reference") as cam:
+        ref = cam.explain(x)
+    assert_matches(got, ref)
