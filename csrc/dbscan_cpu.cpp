@@ -20,7 +20,7 @@ namespace {
 constexpr int32_t kNone = std::numeric_limits<int32_t>::max();
 
 struct Scratch {
-  std::vector<int32_t> count, parent, root, border;
+  std::vector<int32_t> count, parent, root, border, hits, shield;
   std::vector<uint8_t> core;
 };
 
@@ -56,37 +56,53 @@ void label_image(const T* d, int64_t n, int32_t c, T eps, int64_t min_samples, i
     s.parent[i] = i;
   }
   // Connected components of core points; a union links the larger root under the smaller.
+  // Each core row's core neighbours are first gathered branch-free into `hits`.
+  s.hits.resize(c);
   for (int32_t i = 0; i < c; ++i) {
     if (!s.core[i]) continue;
     const T* row = d + static_cast<int64_t>(i) * n;
+    const uint8_t* core = s.core.data();
+    int32_t* hits = s.hits.data();
+    int32_t found = 0;
     for (int32_t j = i + 1; j < c; ++j) {
-      if (s.core[j] && row[j] <= eps) {
-        const int32_t a = find_root(s.parent, i), b = find_root(s.parent, j);
-        if (a != b) s.parent[std::max(a, b)] = std::min(a, b);
+      hits[found] = j;
+      found += core[j] & (row[j] <= eps);
+    }
+    if (found == 0) continue;
+    int32_t mine = find_root(s.parent, i);
+    for (int32_t t = 0; t < found; ++t) {
+      const int32_t j = hits[t];
+      if (s.parent[j] == mine) continue;  // already joined (the common case)
+      const int32_t other = find_root(s.parent, j);
+      if (other < mine) {
+        s.parent[mine] = other;
+        mine = other;
+      } else if (other > mine) {
+        s.parent[other] = mine;
       }
     }
   }
   s.root.resize(c);
   for (int32_t i = 0; i < c; ++i) s.root[i] = s.core[i] ? find_root(s.parent, i) : kNone;
   // Border points: the smallest root among core neighbours (roots order like cluster numbers).
+  // root[j] is kNone for a non-core j, and `shield` is kNone for a core j (0 otherwise), so
+  // neither loop needs a core test: a kNone candidate never lowers a minimum.
   s.border.assign(c, kNone);
+  s.shield.resize(c);
+  for (int32_t j = 0; j < c; ++j) s.shield[j] = s.core[j] ? kNone : 0;
   for (int32_t i = 0; i < c; ++i) {
     const T* row = d + static_cast<int64_t>(i) * n;
-    const uint8_t* core = s.core.data();
     int32_t* border = s.border.data();
-    if (core[i]) {
+    if (s.core[i]) {
       const int32_t r = s.root[i];
+      const int32_t* shield = s.shield.data();
       for (int32_t j = i + 1; j < c; ++j) {
-        const bool take = !core[j] && row[j] <= eps;
-        border[j] = take ? std::min(border[j], r) : border[j];
+        border[j] = std::min(border[j], (row[j] <= eps ? r : kNone) | shield[j]);
       }
     } else {
       const int32_t* root = s.root.data();
       int32_t best = border[i];
-      for (int32_t j = i + 1; j < c; ++j) {
-        const bool take = core[j] && row[j] <= eps;
-        best = std::min(best, take ? root[j] : kNone);
-      }
+      for (int32_t j = i + 1; j < c; ++j) best = std::min(best, row[j] <= eps ? root[j] : kNone);
       border[i] = best;
     }
   }
