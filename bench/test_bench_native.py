@@ -1,0 +1,113 @@
+"""The native ops (csrc/) against scikit-learn's DBSCAN on ResNet-50-like problems.
+
+A problem is 1536 points of 49 dimensions (the channels left for clustering at ResNet-50's
+last block, 7 x 7 maps), non-negative like ReLU activations, with eps = the 25th percentile
+of the pair distances (SPEC.md step 3) and min_samples = 76 (SPEC.md step 4).
+
+- ``sklearn``: ``DBSCAN(eps, min_samples).fit(points)``, eps already given.
+- ``native``: distances (``torch.cdist``, float64), eps by ``pair_ranks`` and labels by
+  ``dbscan_labels``: the whole clustering, eps included, per image.
+- ``select+label``: ``pair_ranks`` + ``dbscan_labels`` on given distances (the issue's
+  "eps selection plus labelling" target), at batch 1 and 8 on the CPU, 64 on CUDA.
+
+Run with ``pytest bench/test_bench_native.py --benchmark-only``; times are per call, so
+divide batched rows by the batch size.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import DBSCAN
+
+from cfcam_fast import _native as native
+
+POINTS, DIMS, MIN_SAMPLES, PERCENTILE = 1536, 49, 76, 25.0
+
+
+def _problems(batch: int, seed: int = 0) -> torch.Tensor:
+    """``[batch, 1536, 49]`` float64, ReLU of Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    return torch.tensor(np.maximum(rng.normal(size=(batch, POINTS, DIMS)), 0.0))
+
+
+def _eps_ranks(counts: torch.Tensor) -> torch.Tensor:
+    """The two ranks among the unordered pairs that NumPy's linear percentile of the doubled
+    (ordered-pair) list interpolates between (DESIGN.md)."""
+    pairs = counts * (counts - 1) // 2
+    k = torch.floor(torch.tensor(PERCENTILE / 100.0, dtype=torch.float64) * (2 * pairs - 1).double()).long()
+    return torch.stack([k // 2, (k + 1) // 2], dim=1).contiguous()
+
+
+def _eps(dist: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    pairs = counts * (counts - 1) // 2
+    k_float = (PERCENTILE / 100.0) * (2 * pairs - 1).to(dist.dtype)
+    frac = k_float - torch.floor(k_float)
+    low_high = native.pair_ranks(dist, counts, _eps_ranks(counts))
+    return (low_high[:, 0] + frac * (low_high[:, 1] - low_high[:, 0])).clamp(min=1e-5).contiguous()
+
+
+def _cluster(points: torch.Tensor) -> torch.Tensor:
+    """Distances, eps and labels of a batch of problems, all on ``points``' device."""
+    dist = torch.cdist(points, points).contiguous()
+    counts = torch.full((points.shape[0],), points.shape[1], dtype=torch.int64, device=points.device)
+    min_samples = torch.full_like(counts, MIN_SAMPLES)
+    return native.dbscan_labels(dist, counts, _eps(dist, counts), min_samples)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _skip_unless(device: torch.device) -> None:
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    if not native.available(device):
+        pytest.skip(f"native ops on {device.type}: {native.status()['native-' + device.type]}")
+
+
+def test_sklearn_dbscan_given_eps(benchmark):
+    points = _problems(1)
+    dist = torch.cdist(points, points)
+    eps = float(_eps(dist, torch.tensor([POINTS]))[0]) if native.available("cpu") else \
+        float(np.percentile(torch.pdist(points[0]).numpy(), PERCENTILE))
+    x = points[0].numpy()
+    benchmark(lambda: DBSCAN(eps=eps, min_samples=MIN_SAMPLES).fit(x).labels_)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_native_cluster_with_distances(benchmark, batch):
+    _skip_unless(torch.device("cpu"))
+    points = _problems(batch)
+    benchmark(_cluster, points)
+
+
+@pytest.mark.parametrize("device, batch", [("cpu", 1), ("cpu", 8), ("cuda", 64)])
+def test_native_select_and_label(benchmark, device, batch):
+    device = torch.device(device)
+    _skip_unless(device)
+    points = _problems(batch).to(device)
+    dist = torch.cdist(points, points).contiguous()
+    counts = torch.full((batch,), POINTS, dtype=torch.int64, device=device)
+    min_samples = torch.full_like(counts, MIN_SAMPLES)
+
+    def select_and_label():
+        labels = native.dbscan_labels(dist, counts, _eps(dist, counts), min_samples)
+        _sync(device)
+        return labels
+
+    benchmark(select_and_label)
+
+
+def test_native_labels_agree_with_sklearn():
+    """Not a timing: on these problems the native labels equal scikit-learn's on the same
+    (precomputed) distances, so the timings above compare equal work."""
+    _skip_unless(torch.device("cpu"))
+    points = _problems(1, seed=1)
+    dist = torch.cdist(points, points).contiguous()
+    eps = _eps(dist, torch.tensor([POINTS]))
+    labels = _cluster(points)[0].numpy()
+    upper = np.triu(dist[0].numpy(), 1)  # the native op reads the upper triangle only
+    expected = DBSCAN(eps=float(eps[0]), min_samples=MIN_SAMPLES, metric="precomputed").fit(upper + upper.T)
+    np.testing.assert_array_equal(labels, expected.labels_)
