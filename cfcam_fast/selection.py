@@ -74,12 +74,13 @@ def eps_ranks(counts: torch.Tensor, q: float) -> tuple[torch.Tensor, torch.Tenso
     return torch.stack([r0, r1], 1), t
 
 
-def eps_from_distances(dist: torch.Tensor, counts: torch.Tensor, q: float, floor: float,
-                       select=pair_ranks_torch) -> torch.Tensor:
-    """``max(percentile_q(ordered pair distances), floor)`` per image, in float64; NaN for
-    images with fewer than 2 points. ``select`` has ``pair_ranks_torch``'s signature."""
+def eps_from_sq_distances(sq_dist: torch.Tensor, counts: torch.Tensor, q: float, floor: float,
+                          select=pair_ranks_torch) -> torch.Tensor:
+    """``max(percentile_q(ordered pair distances), floor)`` per image, in float64, from
+    squared distances (order statistics commute with the monotone sqrt); NaN for images
+    with fewer than 2 points. ``select`` has ``pair_ranks_torch``'s signature."""
     ranks, t = eps_ranks(counts, q)
     safe = counts >= 2
-    values = select(dist, torch.where(safe, counts, 2), ranks * safe[:, None]).to(torch.float64)
+    values = select(sq_dist, torch.where(safe, counts, 2), ranks * safe[:, None]).to(torch.float64).sqrt()
     eps = lerp(values[:, 0], values[:, 1], t).clamp(min=floor)
     return torch.where(safe, eps, math.nan)

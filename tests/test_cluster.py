@@ -11,7 +11,7 @@ from sklearn.cluster import DBSCAN
 
 import cfcam_fast as cf
 import cfcam_fast.cluster as cluster
-from cfcam_fast.selection import eps_from_distances, pair_ranks_torch
+from cfcam_fast.selection import eps_from_sq_distances, pair_ranks_torch
 
 BACKENDS = [b for b in ("torch", "sklearn", "native") if cluster.unavailable_reason(b) is None]
 
@@ -39,7 +39,8 @@ def problems(seed: int):
 
 
 def sklearn_labels(points: torch.Tensor, eps: float, min_samples: int) -> np.ndarray:
-    dist = cluster.pairwise_distances(points[None])[0].numpy()
+    dist = cluster.pairwise_sq_distances(points[None])[0].triu(1)
+    dist = (dist + dist.T).sqrt().numpy()
     return DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit(dist).labels_
 
 
@@ -109,9 +110,10 @@ def test_eps_equals_numpy_percentile_of_ordered_pairs(n):
     counts = torch.tensor([n, max(2, n - 1), max(2, n // 2)])
     pts = torch.randn(3, n, 5).relu()
     pts[0, : n // 3] = 0  # ties: many zero distances
-    dist = cluster.pairwise_distances(pts)
+    sq = cluster.pairwise_sq_distances(pts).triu(1)
+    dist = (sq + sq.transpose(1, 2)).sqrt()
     for q in (25.0, 0.0, 50.0, 99.9, 100.0):
-        eps = eps_from_distances(dist, counts, q, 1e-5)
+        eps = eps_from_sq_distances(sq, counts, q, 1e-5)
         for b, c in enumerate(counts.tolist()):
             D = dist[b, :c, :c].numpy()
             ordered = D[~np.eye(c, dtype=bool)]
@@ -122,7 +124,7 @@ def test_pair_ranks_sampled_path_is_exact():
     """Rows long enough for the sampled bracket, with heavy ties, against a full sort."""
     n = 400
     pts = torch.randint(0, 4, (2, n, 2)).double()
-    dist = cluster.pairwise_distances(pts)
+    dist = cluster.pairwise_sq_distances(pts)
     counts = torch.tensor([n, 371])
     m = counts * (counts - 1) // 2
     ranks = torch.stack([torch.zeros(2, dtype=torch.int64), m // 4, m // 4 + 1, m - 1], 1)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .. import cluster
 from ..config import CFCAMConfig, CFCAMResult
 from ..filters import filter_maps, gaussian_mean_map, official_kernel, official_mean_map
-from ..selection import eps_from_distances, pair_ranks_torch
+from ..selection import eps_from_sq_distances, pair_ranks_torch
 from ..spec_math import lerp, linear_percentile_position
 
 # Bytes the pairwise stage holds per (point, point) entry: float64 distances and their
@@ -68,11 +68,12 @@ def cluster_channels(A: torch.Tensor, config: CFCAMConfig) -> tuple[torch.Tensor
     for b0 in range(0, B, step):
         b1 = min(B, b0 + step)
         points = flat[b0:b1].gather(1, rest[b0:b1, :, None].expand(-1, -1, flat.shape[2]))
-        dist = cluster.pairwise_distances(points)
-        eps[b0:b1] = eps_from_distances(dist, counts[b0:b1], config.eps_percentile, config.eps_floor,
-                                        select)
+        sq_dist = cluster.pairwise_sq_distances(points)
+        eps[b0:b1] = eps_from_sq_distances(sq_dist, counts[b0:b1], config.eps_percentile, config.eps_floor,
+                                           select)
         rest_labels[b0:b1] = cluster.labels_from_distances(
-            dist, counts[b0:b1], eps[b0:b1].nan_to_num(0.0), min_samples[b0:b1], dbscan_backend)
+            sq_dist, counts[b0:b1], cluster.sq_threshold(eps[b0:b1].nan_to_num(0.0)), min_samples[b0:b1],
+            dbscan_backend)
     valid = torch.arange(n, device=A.device)[None, :] < counts[:, None]
     # Slots past an image's count point at important channels and write -2 back.
     return labels.scatter_(1, rest, torch.where(valid, rest_labels, -2)), eps

@@ -7,6 +7,7 @@ of csrc/), "cuml" (RAPIDS cuML core points); "auto" picks native where built, el
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Optional, Union
 
 import torch
@@ -48,8 +49,9 @@ def resolve(backend: str, device: torch.device) -> str:
 
 def labels_from_distances(dist: torch.Tensor, counts: torch.Tensor, eps: torch.Tensor,
                           min_samples: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-    """Labels ``[B, n]`` from symmetric distances ``[B, n, n]``: image ``b``'s points are
-    its first ``counts[b]``; the rest get -1."""
+    """Labels ``[B, n]`` from distances ``[B, n, n]`` (upper triangle read; squared
+    distances with a squared threshold work alike): image ``b``'s points are its first
+    ``counts[b]``; the rest get -1."""
     name = resolve(backend, dist.device)
     if name == "native":
         from .. import _native
@@ -60,14 +62,31 @@ def labels_from_distances(dist: torch.Tensor, counts: torch.Tensor, eps: torch.T
     return module.dbscan_labels(dist, counts, eps, min_samples)
 
 
-def pairwise_distances(points: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances ``[B, n, n]`` in float64, exactly symmetric with a zero diagonal."""
+def pairwise_sq_distances(points: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances ``[B, n, n]`` in float64 with a zero diagonal.
+
+    Consumers read the upper triangle (``i < j``) only, so a last-bit asymmetry of the
+    matrix product can never make two readings of one pair disagree.
+    """
     x = points.to(torch.float64)
     sq = (x * x).sum(-1)
-    d2 = torch.baddbmm(sq[:, :, None] + sq[:, None, :], x, x.transpose(1, 2), alpha=-2.0)
-    d2 = torch.minimum(d2, d2.transpose(1, 2)).clamp_(min=0.0)
-    d2.diagonal(dim1=1, dim2=2).zero_()
-    return d2.sqrt_()
+    d2 = torch.baddbmm(sq[:, None, :].expand(-1, x.shape[1], -1), x, x.transpose(1, 2), alpha=-2.0)
+    d2.add_(sq[:, :, None]).clamp_(min=0.0).diagonal(dim1=1, dim2=2).zero_()
+    return d2
+
+
+def sq_threshold(eps: torch.Tensor) -> torch.Tensor:
+    """The largest float64 ``T`` with ``sqrt(T) <= eps``, so that ``d2 <= T`` decides
+    ``sqrt(d2) <= eps`` exactly (sqrt is correctly rounded, hence monotone)."""
+    eps = eps.to(torch.float64)
+    t = eps * eps
+    inf = torch.full_like(t, math.inf)
+    for _ in range(4):
+        t = torch.where(t.sqrt() > eps, torch.nextafter(t, -inf), t)
+    for _ in range(4):
+        up = torch.nextafter(t, inf)
+        t = torch.where(up.sqrt() <= eps, up, t)
+    return t
 
 
 def dbscan(points: torch.Tensor, eps: Union[float, torch.Tensor], min_samples: Union[int, torch.Tensor],
@@ -102,6 +121,7 @@ def dbscan(points: torch.Tensor, eps: Union[float, torch.Tensor], min_samples: U
     order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices
     counts = valid.sum(1)
     packed = pts.gather(1, order[:, :, None].expand_as(pts))
-    labels = labels_from_distances(pairwise_distances(packed), counts, eps_t, ms_t.to(torch.int64), backend)
+    labels = labels_from_distances(pairwise_sq_distances(packed), counts, sq_threshold(eps_t),
+                                   ms_t.to(torch.int64), backend)
     out = torch.full((B, n), -1, dtype=torch.int64, device=device).scatter_(1, order, labels.to(torch.int64))
     return out[0] if single else out

@@ -17,8 +17,9 @@ def dbscan_labels(dist: torch.Tensor, counts: torch.Tensor, eps: torch.Tensor,
                   min_samples: torch.Tensor) -> torch.Tensor:
     """Labels ``[B, n]`` of each image's first ``counts[b]`` points (the rest get -1).
 
-    ``dist`` ``[B, n, n]`` symmetric distances, ``eps`` ``[B]``, ``min_samples`` ``[B]``;
-    a point's neighbourhood is every valid point at distance ``<= eps``, itself included.
+    ``dist`` ``[B, n, n]`` distances (upper triangle read), ``eps`` ``[B]``, ``min_samples``
+    ``[B]``; a point's neighbourhood is every valid point at distance ``<= eps``, itself
+    included.
     """
     adj, valid = _neighbours(dist, counts, eps)
     core = (adj.sum(2) >= min_samples[:, None]) & valid
@@ -33,9 +34,12 @@ def labels_from_core(dist: torch.Tensor, counts: torch.Tensor, eps: torch.Tensor
 
 
 def _neighbours(dist, counts, eps):
+    """Neighbour masks from the upper triangle of ``dist`` (mirrored), self included."""
     n = dist.shape[1]
     valid = torch.arange(n, device=dist.device)[None, :] < counts[:, None]
-    adj = dist <= eps.to(dist.dtype)[:, None, None]
+    adj = (dist <= eps.to(dist.dtype)[:, None, None]).triu_(1)
+    adj |= adj.transpose(1, 2).clone()
+    adj.diagonal(dim1=1, dim2=2).fill_(True)
     adj &= valid[:, :, None] & valid[:, None, :]
     return adj, valid
 
