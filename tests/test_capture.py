@@ -295,3 +295,14 @@ def test_maps_on_the_input_device_cuda():
     model, x = tiny_cnn().cuda(), images().cuda()
     res = explain(model, x)
     assert res.maps.device == x.device and res.class_idx.device == x.device
+
+
+def test_model_error_mid_forward_leaves_model_as_it_was():
+    # An input the model cannot take: PyTorch's own error passes through, and the hooks
+    # and the train-mode flags are still restored.
+    model = tiny_cnn().train()
+    before = model_state(model)
+    with pytest.raises(RuntimeError):
+        explain(model, torch.randn(2, 4, 16, 16))
+    assert hooks_left(model) == {}
+    assert_state_unchanged(model, before)
