@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed runs per path; the median is reported (default: 3)")
     parser.add_argument("--warmup", type=_int_at_least(0), default=1,
                         help="untimed runs per path before timing (default: 1)")
+    parser.add_argument("--threads", type=_int_at_least(1),
+                        help="torch CPU threads (default: torch's own choice); 1 avoids the collapse "
+                        "of multi-threaded kernels on a CPU shared with other busy processes")
     parser.add_argument("--out", default="bench/out", help="output folder (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="smallest model, batch 1, one repeat (a smoke test of the runner)")
@@ -155,6 +158,8 @@ def _layer_shape(model, layer, x):
 def run(args: argparse.Namespace) -> int:
     """Time everything ``args`` asks for, print the tables and write the outputs."""
     device = _device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
         raise ValueError("--models: name at least one model")
