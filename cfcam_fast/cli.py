@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 # Subcommand name -> module path; registering a command is one line here.
 COMMANDS = {
     "explain": "cfcam_fast.commands.explain",
+    "evaluate": "cfcam_fast.commands.evaluate",
     "bench": "cfcam_fast.commands.bench",
 }
 

@@ -94,6 +94,13 @@ def _confidence(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, b
     return _probabilities(model, images, batch_size).gather(1, classes[:, None])[:, 0]
 
 
+def _target_classes(model, images, targets, batch_size) -> torch.Tensor:
+    """The target classes ``[B]``: ``targets``, or the arg-max class on the clean images."""
+    if targets is not None:
+        return _class_indices(targets, images.shape[0], images.device)
+    return _probabilities(model, images, batch_size).argmax(1)
+
+
 def _clean_confidence(model, images, targets, batch_size) -> tuple[torch.Tensor, torch.Tensor]:
     """The target classes ``[B]`` and their confidence on the clean images."""
     probs = _probabilities(model, images, batch_size)
@@ -103,7 +110,28 @@ def _clean_confidence(model, images, targets, batch_size) -> tuple[torch.Tensor,
     return classes, probs.gather(1, classes[:, None])[:, 0]
 
 
-def _masked_confidences(model, images, maps, targets, variant, batch_size):
+class ConfidenceChange(NamedTuple):
+    """Confidences ``[B]`` on the images (``clean``) and on the map-masked images (``masked``);
+    ``average_drop`` and ``increase`` derive from them as the functions of those names."""
+
+    clean: torch.Tensor
+    masked: torch.Tensor
+
+    @property
+    def average_drop(self) -> torch.Tensor:
+        drop = (self.clean - self.masked).clamp_min(0)
+        return 100.0 * drop / self.clean.clamp_min(torch.finfo(self.clean.dtype).tiny)
+
+    @property
+    def increase(self) -> torch.Tensor:
+        return (self.masked > self.clean).to(self.clean.dtype)
+
+
+def confidence_change(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=None, *,
+                      variant: str = "multiply", batch_size: int = 64) -> ConfidenceChange:
+    """Confidence on each image and on the image multiplied by its map (``"multiply"``) or by
+    the mask ``map > 0.5`` (``"threshold"``): both of ``average_drop`` and
+    ``increase_in_confidence`` from one pass over the model."""
     _check_batch_size(batch_size)
     _check_images_maps(images, maps)
     if variant not in ("multiply", "threshold"):
@@ -111,7 +139,7 @@ def _masked_confidences(model, images, maps, targets, variant, batch_size):
     classes, clean = _clean_confidence(model, images, targets, batch_size)
     mask = maps if variant == "multiply" else (maps > THRESHOLD).to(images.dtype)
     masked = _confidence(model, images * mask[:, None].to(images.dtype), classes, batch_size)
-    return clean, masked
+    return ConfidenceChange(clean, masked)
 
 
 def average_drop(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=None, *,
@@ -122,15 +150,13 @@ def average_drop(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, tar
     (``variant="multiply"``) or by the mask ``map > 0.5`` (``"threshold"``, the authors'
     variant). Lower is more faithful.
     """
-    clean, masked = _masked_confidences(model, images, maps, targets, variant, batch_size)
-    return 100.0 * (clean - masked).clamp_min(0) / clean.clamp_min(torch.finfo(clean.dtype).tiny)
+    return confidence_change(model, images, maps, targets, variant=variant, batch_size=batch_size).average_drop
 
 
 def increase_in_confidence(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=None, *,
                            variant: str = "multiply", batch_size: int = 64) -> torch.Tensor:
     """1.0 where the masked image (as in ``average_drop``) is more confident than the image, else 0.0."""
-    clean, masked = _masked_confidences(model, images, maps, targets, variant, batch_size)
-    return (masked > clean).to(clean.dtype)
+    return confidence_change(model, images, maps, targets, variant=variant, batch_size=batch_size).increase
 
 
 def blur(images: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
@@ -162,7 +188,7 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
         raise ValueError(f"baseline must be 'zero' or 'blur', got {baseline!r}")
     B, C = images.shape[:2]
     N = maps[0].numel()
-    classes, _ = _clean_confidence(model, images, targets, batch_size)
+    classes = _target_classes(model, images, targets, batch_size)
     base = torch.zeros_like(images) if baseline == "zero" else blur(images)
     order = torch.argsort(maps.flatten(1), dim=1, descending=True, stable=True)
     ranks = torch.argsort(order, dim=1)

@@ -39,6 +39,9 @@ def test_average_drop_and_increase_by_hand():
     assert drop.shape == (1,)
     assert drop.item() == pytest.approx(100 * (sigmoid(4) - sigmoid(1)) / sigmoid(4), rel=1e-5)
     assert metrics.increase_in_confidence(SumModel(), ONES, m, [0]).tolist() == [0.0]
+    change = metrics.confidence_change(SumModel(), ONES, m, [0])
+    assert change.clean.item() == pytest.approx(sigmoid(4)) and change.masked.item() == pytest.approx(sigmoid(1))
+    assert torch.equal(change.average_drop, drop)
     # Class 1's confidence rises when the sum falls: a full increase, no drop.
     assert metrics.increase_in_confidence(SumModel(), ONES, m, [1]).tolist() == [1.0]
     assert metrics.average_drop(SumModel(), ONES, m, [1]).tolist() == [0.0]
