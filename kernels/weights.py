@@ -96,6 +96,8 @@ def check_labels(values: torch.Tensor, labels: torch.Tensor, op: str) -> None:
             or tuple(labels.shape) != tuple(values.shape[:2]):
         raise ValueError(f"{op} needs int64 labels of shape {tuple(values.shape[:2])}, got "
                          f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
+    if values.numel() == 0:
+        raise ValueError(f"{op} needs at least one image, channel and pixel, got shape {tuple(values.shape)}")
     if labels.device != values.device:
         raise ValueError(f"{op}: labels ({labels.device}) and values ({values.device}) must share a device")
     check_size(op, values)
@@ -113,17 +115,16 @@ def channel_weights(gradients: torch.Tensor, labels: torch.Tensor, config: CFCAM
     device = gradients.device
     labels = labels.contiguous()
     w = torch.empty((B, C), dtype=torch.float32, device=device)
-    counts = torch.zeros((B, C), dtype=torch.float32, device=device)
     maps = config.filter == "official"
-    if maps:
-        # Slots for the most clusters any image has: one host sync, and K maps filtered, not C.
-        n_slots = max(int(labels.max()) + 1, 1)
-        sums = torch.zeros((B, n_slots, H * W), dtype=torch.float32, device=device)
-        mean_map = counts  # unused by the kernel when MAPS is true
-    else:
-        n_slots = C
-        sums = torch.zeros((B, C), dtype=torch.float32, device=device)
-        mean_map = _mean_map(H, W, float(config.sigma), float(config.truncate), device)
+    # Slots for the most clusters any image has (official: one host sync, so that K maps
+    # are filtered, not C); counts and sums share one zero-filled buffer (one launch).
+    n_slots = max(int(labels.max()) + 1, 1) if maps else C
+    slot_size = H * W if maps else 1
+    scratch = torch.zeros(B * C + B * n_slots * slot_size, dtype=torch.float32, device=device)
+    counts = scratch[: B * C].view(B, C)
+    sums = scratch[B * C:].view(B, n_slots, slot_size)
+    # The mean map is read only without MAPS; any fp32 pointer stands in otherwise.
+    mean_map = counts if maps else _mean_map(H, W, float(config.sigma), float(config.truncate), device)
     block_hw = min(triton.next_power_of_2(H * W), BLOCK_HW_MAX)
     block_c = min(triton.next_power_of_2(C), max(1, TILE // block_hw))
     stats[(B, triton.cdiv(C, block_c))](gradients, labels, w, sums, counts, mean_map, C, n_slots, H, W,
@@ -134,7 +135,7 @@ def channel_weights(gradients: torch.Tensor, labels: torch.Tensor, config: CFCAM
         means = (sums / sizes.clamp(min=1)[:, :, None]).view(B, n_slots, H, W)
         values = official_filter2d(means).mean((2, 3))
     else:
-        values = sums
+        values = sums.view(B, C)
     gather[(triton.cdiv(B * C, GATHER_BLOCK),)](w, labels, values.contiguous(), counts, B * C, C, n_slots,
                                                 DIVIDE=not maps, BLOCK=GATHER_BLOCK)
     return w

@@ -145,9 +145,12 @@ def reference_official(g: torch.Tensor) -> np.ndarray:
 
 
 # Gradients at scale 0.1 make the range term exp(-d^2 / 0.02) vary (at scale 1 it is ~0
-# off the mean). K's relative error is ~d/0.01 times the fp32 rounding of d (~1e-8):
-# ~3e-7, on outputs of size ~0.1: 1e-7 absolute plus 1e-5 relative.
-OFFICIAL_TOL = dict(rtol=1e-5, atol=1e-7)
+# off the mean). The kernel computes exp as exp2(x * log2(e)) in fp32 (interpreter and GPU
+# alike), a relative error of about |x| * 6e-8 on a tap: up to ~1e-5 where the exponent
+# reaches 100 or more (scale 1). Outputs are bounded by max|g| ~ 4 * scale, so: 1e-5 relative
+# plus 1e-5 * scale absolute (torch and the kernel agree to ~1e-8 at scale 0.1).
+def official_tol(scale: float) -> dict:
+    return dict(rtol=1e-5, atol=1e-5 * scale)
 
 
 @pytest.mark.parametrize("shape, scale", [
@@ -161,14 +164,14 @@ def test_official_matches_torch_and_reference(shape, scale, seed):
     g = randn(shape, seed) * scale
     y = official_filter2d(g)
     assert y.shape == g.shape and y.dtype == g.dtype
-    torch.testing.assert_close(y, official_filter_torch(g), **OFFICIAL_TOL, msg=lambda m: f"seed {seed}: {m}")
-    np.testing.assert_allclose(y.numpy(), reference_official(g), **OFFICIAL_TOL, err_msg=f"seed {seed}")
+    torch.testing.assert_close(y, official_filter_torch(g), **official_tol(scale), msg=lambda m: f"seed {seed}: {m}")
+    np.testing.assert_allclose(y.numpy(), reference_official(g), **official_tol(scale), err_msg=f"seed {seed}")
 
 
 def test_official_non_contiguous_and_precisions(seed):
     base = randn((5, 9, 8), seed) * 0.1
     view = base.transpose(-1, -2)[1:4]
-    torch.testing.assert_close(official_filter2d(view), official_filter_torch(view), **OFFICIAL_TOL,
+    torch.testing.assert_close(official_filter2d(view), official_filter_torch(view), **official_tol(0.1),
                                msg=lambda m: f"seed {seed}: {m}")
     # fp16 in, fp32 inside, one rounding to fp16 out (relative 2^-10).
     half = base.half()
@@ -253,6 +256,8 @@ def test_channel_weights_bad_input():
         channel_weights(G, torch.zeros(2, 5, dtype=torch.int64), CFCAMConfig())
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         channel_weights(G[0], torch.zeros(4, 3, dtype=torch.int64), CFCAMConfig())
+    with pytest.raises(ValueError, match="at least one image"):
+        channel_weights(G[:0], torch.zeros(0, 4, dtype=torch.int64), CFCAMConfig())
     with pytest.raises(ValueError, match="CFCAMConfig"):
         channel_weights(G, torch.zeros(2, 4, dtype=torch.int64), "gaussian")
 
@@ -361,13 +366,17 @@ COMPILE_CASES = {
     **{f"cluster-weights-divide{divide}": ("weights", "cluster_weights_kernel", {**F32, "values": "*fp32"},
                                            {"DIVIDE": divide, "BLOCK": 1024})
        for divide in (False, True)},
-    **{f"weighted-sum-{weighting}": ("combine", "weighted_sum_kernel",
-                                     {**F32, "A": f"*{src}", "alpha": "*fp32", "cam": "*fp32"},
-                                     {"WEIGHTING": code, "BLOCK_C": 32, "BLOCK_HW": 64})
-       for weighting, code, src in [("softmax", 0, "fp32"), ("standardized", 1, "fp16"), ("linear", 2, "fp32")]},
-    "upsample-normalise": ("combine", "upsample_normalise_kernel",
-                           {"cam": "*fp32", "out": "*fp32", "scale_h": "fp32", "scale_w": "fp32"},
-                           {"BLOCK": 1024}),
+    **{f"alpha-{weighting}": ("combine", "alpha_kernel",
+                              {**F32, "alpha": "*fp32", "cam": "*fp32", "peak": "*fp32"},
+                              {"WEIGHTING": code, "BLOCK_C": 1024})
+       for weighting, code in [("softmax", 0), ("standardized", 1), ("linear", 2)]},
+    **{f"weighted-sum-{src}": ("combine", "weighted_sum_kernel", {"A": f"*{src}", "alpha": "*fp32", "cam": "*fp32"},
+                               {"CHANNELS": 256, "BLOCK_C": 32, "BLOCK_HW": 64})
+       for src in ("fp32", "fp16")},
+    **{f"upsample-write{write}": ("combine", "upsample_kernel",
+                                  {"cam": "*fp32", "peak": "*fp32", "out": "*fp32", "scale_h": "fp32",
+                                   "scale_w": "fp32"}, {"WRITE": write, "BLOCK": 1024})
+       for write in (False, True)},
 }
 
 # Run with Triton imported normally: compile every case for sm_90 down to a cubin (no GPU
