@@ -6,6 +6,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from . import backends
 from .capture import Targets, capture
 from .config import CFCAMConfig, CFCAMResult
 from .core import cfcam_explain
@@ -80,6 +81,8 @@ class CFCAM(BaseCAM):
         self.config = CFCAMConfig() if config is None else config
         if not isinstance(self.config, CFCAMConfig):
             raise ValueError(f"config must be a CFCAMConfig, got {type(self.config).__name__}")
+        if backend != "auto":
+            backends.unavailable_reason(backend)  # an unknown name fails here, not at the first call
         self.backend = backend
 
     def _core(self, activations, gradients, output_size) -> CFCAMResult:

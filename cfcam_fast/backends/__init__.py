@@ -47,13 +47,8 @@ def resolve(name: str, device: torch.device):
     A named backend that cannot run is an error saying what to install or change.
     """
     if name == "auto":
-        name = "triton" if device.type == "cuda" and unavailable_reason("triton", device) is None \
-            and _has_module("triton_backend") else "torch"
+        name = "triton" if device.type == "cuda" and unavailable_reason("triton", device) is None else "torch"
     reason = unavailable_reason(name, device)
     if reason is not None:
         raise RuntimeError(f"backend {name!r} is not available: {reason}")
     return importlib.import_module(f"{__name__}.{name if name == 'reference' else name + '_backend'}")
-
-
-def _has_module(module: str) -> bool:
-    return importlib.util.find_spec(f"{__name__}.{module}") is not None
