@@ -27,7 +27,8 @@ def sync() -> None:
 @dataclass
 class Stages:
     """Inputs of every stage: captured ``A``, ``G``; the remaining channels' ``points``
-    ``[B, n, HW]``, their ``dist``, ``counts``, ``eps`` and ``min_samples``; ``labels``."""
+    ``[B, n, HW]``, their squared distances ``dist``, ``counts``, the squared threshold
+    ``eps`` (``cluster.sq_threshold``) and ``min_samples``; ``labels``."""
 
     A: torch.Tensor
     G: torch.Tensor
@@ -61,10 +62,10 @@ def stages(resnet50) -> Stages:
     n = int(counts.max())
     rest = torch.sort(important.to(torch.uint8), dim=1, stable=True).indices[:, :n]
     points = flat.gather(1, rest[:, :, None].expand(-1, -1, flat.shape[2]))
-    dist = cluster.pairwise_distances(points)
+    dist = cluster.pairwise_sq_distances(points)
     labels, eps = cluster_channels(A, config)
     # SPEC.md step 4: max(floor, int(fraction * |R|)), as the torch backend computes it.
     min_samples = (config.min_samples_fraction * counts.double()).floor().long() \
         .clamp(min=config.min_samples_floor)
-    return Stages(A, G, points, dist, counts, eps.nan_to_num(0.0), min_samples, labels,
+    return Stages(A, G, points, dist, counts, cluster.sq_threshold(eps.nan_to_num(0.0)), min_samples, labels,
                   channel_weights(G, labels, config))

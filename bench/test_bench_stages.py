@@ -7,7 +7,7 @@ import pytest
 
 from cfcam_fast import CFCAMConfig, cluster
 from cfcam_fast.backends.torch_backend import _native_select, channel_weights, combine, importance_split
-from cfcam_fast.selection import eps_from_distances, pair_ranks_torch
+from cfcam_fast.selection import eps_from_sq_distances, pair_ranks_torch
 
 from .conftest import DEVICE, sync
 
@@ -27,7 +27,7 @@ def test_importance_split(benchmark, stages):
 
 
 def test_pairwise_distances(benchmark, stages):
-    _timed(benchmark, cluster.pairwise_distances, stages.points)
+    _timed(benchmark, cluster.pairwise_sq_distances, stages.points)
 
 
 @pytest.mark.parametrize("select", ["torch", "native"])
@@ -37,7 +37,7 @@ def test_eps_selection(benchmark, stages, select):
         if reason:
             pytest.skip(reason)
     fn = _native_select if select == "native" else pair_ranks_torch
-    _timed(benchmark, eps_from_distances, stages.dist, stages.counts, CONFIG.eps_percentile,
+    _timed(benchmark, eps_from_sq_distances, stages.dist, stages.counts, CONFIG.eps_percentile,
            CONFIG.eps_floor, fn)
 
 
