@@ -90,8 +90,14 @@ def _check_batch(name: str, t: Tensor, batch: int) -> None:
         raise ValueError(f"{name} has {t.shape[0]} rows but the batch has {batch} images")
 
 
+def _check_device(name: str, t: Tensor) -> None:
+    if t.device.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"{name} is on {t.device}: the native ops run on CPU or CUDA tensors")
+
+
 def _check_square(dist: Tensor) -> None:
     _check_tensor("dist", dist, _FLOATS, 3, None)
+    _check_device("dist", dist)
     if dist.shape[1] != dist.shape[2]:
         raise ValueError(f"dist must be [B, n, n] (one square matrix per image), got shape {tuple(dist.shape)}")
 
@@ -106,6 +112,7 @@ def _check_pair_ranks(dist: Tensor, counts: Tensor, ranks: Tensor) -> None:
 
 def _check_kth_smallest(values: Tensor, lengths: Tensor, ranks: Tensor) -> None:
     _check_tensor("values", values, _FLOATS, 2, None)
+    _check_device("values", values)
     _check_tensor("lengths", lengths, (torch.int64,), 1, values.device)
     _check_tensor("ranks", ranks, (torch.int64,), 2, values.device)
     _check_batch("lengths", lengths, values.shape[0])
