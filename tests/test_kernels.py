@@ -79,6 +79,8 @@ FP32_TOL = dict(rtol=1e-6, atol=1e-6)
     ((2, 17, 1), 0.7, 2.5),         # a column, another truncate
     ((1, 1, 33), 2.0, 4.0),         # a row longer than one block of taps
     ((4, 20, 20), 0.3, 4.0),        # radius 1
+    ((1, 512, 3), 1.0, 4.0),        # the largest H, a few columns
+    ((2, 2, 512), 40.0, 4.0),       # the largest W, radius 160
 ])
 def test_gaussian_matches_torch_and_scipy(shape, sigma, truncate, seed):
     x = randn(shape, seed)
