@@ -1,8 +1,9 @@
 """The benchmark runner: every path, every model and batch size, in one process.
 
-Each path gets ``warmup`` untimed calls, then ``repeats`` timed ones (the device is
-synchronised before and after each), and the median is reported. Outputs go to ``--out``:
-``results.md`` (the printed tables), ``results.json`` and ``results.png``.
+Each path gets ``warmup`` untimed calls, then ``repeats`` timed ones, taken round-robin
+over the paths (the device is synchronised before and after each); the median is
+reported. Outputs go to ``--out``: ``results.md`` (the printed tables), ``results.json``
+and ``results.png``.
 """
 from __future__ import annotations
 
@@ -78,21 +79,28 @@ def _device(name: Optional[str]) -> torch.device:
     return device
 
 
-def time_call(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+def time_paths(fns: Sequence[Callable[[], object]], device: torch.device, warmup: int,
+               repeats: int) -> list[list[float]]:
+    """Seconds of ``repeats`` calls of each of ``fns``, after ``warmup`` untimed calls of each.
+
+    The timed calls go round-robin (every function once per round), so that a slow drift
+    of a shared machine's load spreads over all of them instead of biasing some.
+    """
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for _ in range(warmup):
-        fn()
-    times = []
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
+        for fn, kept in zip(fns, times):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            kept.append(time.perf_counter() - start)
     return times
 
 
@@ -130,15 +138,16 @@ def bench_model(name: str, batches: Sequence[int], device: torch.device, warmup:
         paths = build_paths(model, layer, x)
         with torch.no_grad():
             _, layer_out = _layer_shape(model, layer, x)
+        timed = [p for p in paths if p.run is not None]
+        times = dict(zip((p.name for p in timed), time_paths([p.run for p in timed], device, warmup, repeats)))
         for path in paths:
             row = {"model": name, "layer": layer_name, "batch": batch, "input_shape": list(x.shape),
                    "layer_shape": layer_out, "path": path.name, "kind": path.kind,
                    "skipped": path.skipped, "times_s": None, "median_s": None,
                    "ms_per_image": None, "images_per_s": None}
-            if path.run is not None:
-                times = time_call(path.run, device, warmup, repeats)
-                median = statistics.median(times)
-                row.update(times_s=times, median_s=median, ms_per_image=1e3 * median / batch,
+            if path.name in times:
+                median = statistics.median(times[path.name])
+                row.update(times_s=times[path.name], median_s=median, ms_per_image=1e3 * median / batch,
                            images_per_s=batch / median)
                 log(f"  {name} b{batch} {path.name}: {row['ms_per_image']:.2f} ms/image")
             rows.append(row)
