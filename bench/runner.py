@@ -116,6 +116,21 @@ def _versions() -> dict[str, Optional[str]]:
     return versions
 
 
+def _git_commit() -> Optional[str]:
+    """The checkout's HEAD commit, with ``+dirty`` when files differ from it; None outside git."""
+    import subprocess
+
+    root = FilePath(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def machine_info(device: torch.device) -> dict:
     """Platform, CPU count and the device's name, for the JSON and RESULTS.md."""
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -186,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
     report.add_ratios(rows)
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": machine_info(device), "device": str(device), "versions": _versions(),
+            "git_commit": _git_commit(),
             "settings": {"models": models, "batches": batches, "warmup": args.warmup, "repeats": repeats,
                          "image_size": IMAGE_SIZE, "statistic": "median"}}
     table = report.markdown(rows, str(device))

@@ -35,7 +35,7 @@ def test_runner_writes_every_path(quick_run, capsys):
         assert (r["median_s"] is None) == bool(r["skipped"]), r
         assert r["model"] == "resnet18" and r["batch"] == 1 and r["layer_shape"] == [1, 512, 7, 7]
     assert doc["device"] == "cpu" and doc["machine"]["cpu_count"] >= 1
-    assert doc["versions"]["torch"] == torch.__version__
+    assert doc["versions"]["torch"] == torch.__version__ and "git_commit" in doc
     assert (out / "results.png").stat().st_size > 0
 
 
