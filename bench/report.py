@@ -64,11 +64,17 @@ def write_plot(path: FilePath, rows: list[dict], device: str) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 5), squeeze=False)
     for ax, model in zip(axes[0], models):
         timed = [r for r in rows if r["model"] == model and not r["skipped"]]
-        for name in dict.fromkeys(r["path"] for r in timed):
+        colors = plt.get_cmap("tab20").colors
+        for i, name in enumerate(dict.fromkeys(r["path"] for r in timed)):
             points = sorted((r["batch"], r["ms_per_image"]) for r in timed if r["path"] == name)
-            ax.plot(*zip(*points), marker="o", label=name)
-        ax.set(title=f"{model} ({device})", xlabel="batch size", ylabel="ms per image",
-               xscale="log", yscale="log")
+            ax.plot(*zip(*points), marker="o", color=colors[i % len(colors)],
+                    linestyle="--" if "post-processing" in name else "-", label=name)
+        batches = sorted({r["batch"] for r in timed})
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.minorticks_off()
+        ax.set(title=f"{model} ({device})", xlabel="batch size", ylabel="ms per image")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
