@@ -170,16 +170,18 @@ def blur(images: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
     return x.reshape(B, C, H, W)
 
 
-def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=None, *,
-                       steps: int = 100, baseline: str = "zero", batch_size: int = 64) -> DeletionInsertion:
-    """Deletion and insertion areas per image (Petsiuk et al., RISE).
+class Curves(NamedTuple):
+    """Deletion and insertion curves: confidences ``[B, steps + 1]`` at the perturbed
+    ``fractions`` ``[steps + 1]`` of the pixels."""
 
-    Pixels are ranked by their map value, highest first (ties by position). Step ``i`` of
-    ``0..steps`` perturbs the first ``floor(i * HW / steps)`` of them: deletion replaces them
-    by the baseline in the image, insertion puts them from the image into the baseline
-    (``"zero"``, or ``"blur"``: the image blurred with ``sigma = 5`` px). Each curve of
-    confidences is integrated (trapezoids) over the perturbed fraction in ``[0, 1]``.
-    """
+    fractions: torch.Tensor
+    deletion: torch.Tensor
+    insertion: torch.Tensor
+
+
+def deletion_insertion_curves(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=None, *,
+                              steps: int = 100, baseline: str = "zero", batch_size: int = 64) -> Curves:
+    """The curves behind ``deletion_insertion`` (same arguments)."""
     _check_batch_size(batch_size)
     _check_images_maps(images, maps)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
@@ -205,11 +207,28 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
             from_image = torch.where(curve[:, None] == 0, ~top, top)[:, None]
             x = torch.where(from_image, flat_images[b], flat_base[b]).reshape(-1, C, *images.shape[2:])
             probs = torch.softmax(model(x).flatten(1).float(), dim=1)
+            if bool(((classes < 0) | (classes >= probs.shape[1])).any()):
+                raise ValueError(f"target classes must lie in [0, {probs.shape[1]}), got {classes.tolist()}")
             scores.append(probs.gather(1, classes[b][:, None])[:, 0])
     curves = torch.cat(scores).reshape(B, 2, steps + 1)
-    fractions = counts.to(curves.dtype) / N
-    areas = torch.trapezoid(curves, fractions, dim=-1)
-    return DeletionInsertion(areas[:, 0], areas[:, 1])
+    return Curves(counts.to(curves.dtype) / N, curves[:, 0], curves[:, 1])
+
+
+def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=None, *,
+                       steps: int = 100, baseline: str = "zero", batch_size: int = 64) -> DeletionInsertion:
+    """Deletion and insertion areas per image (Petsiuk et al., RISE).
+
+    Pixels are ranked by their map value, highest first (ties by position). Step ``i`` of
+    ``0..steps`` perturbs the first ``floor(i * HW / steps)`` of them: deletion replaces them
+    by the baseline in the image, insertion puts them from the image into the baseline
+    (``"zero"``, or ``"blur"``: the image blurred with ``sigma = 5`` px). Each curve of
+    confidences (``deletion_insertion_curves``) is integrated (trapezoids) over the
+    perturbed fraction in ``[0, 1]``.
+    """
+    fractions, deletion, insertion = deletion_insertion_curves(model, images, maps, targets, steps=steps,
+                                                               baseline=baseline, batch_size=batch_size)
+    return DeletionInsertion(torch.trapezoid(deletion, fractions, dim=-1),
+                             torch.trapezoid(insertion, fractions, dim=-1))
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:

@@ -9,6 +9,7 @@ from cfcam_fast.cli import main
 from cfcam_fast.commands.evaluate import COLUMNS
 
 
+@pytest.mark.slow
 def test_evaluate_two_photos(tmp_path, capsys):
     Image.fromarray(data.chelsea()).save(tmp_path / "cat.png")
     Image.fromarray(data.coffee()).save(tmp_path / "coffee.png")

@@ -61,6 +61,9 @@ def test_deletion_insertion_by_hand():
 
     assert areas.deletion.item() == pytest.approx(trap([sigmoid(v) for v in (10, 7, 3, 1, 0)]), rel=1e-5)
     assert areas.insertion.item() == pytest.approx(trap([sigmoid(v) for v in (0, 3, 7, 9, 10)]), rel=1e-5)
+    curves = metrics.deletion_insertion_curves(SumModel(), PIXELS, MAP, [0], steps=4)
+    assert curves.fractions.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert torch.allclose(curves.deletion, torch.tensor([[sigmoid(v) for v in (10, 7, 3, 1, 0)]]))
     # Two steps: the top floor(4 / 2) = 2 pixels, then all 4.
     deletion, insertion = metrics.deletion_insertion(SumModel(), PIXELS, MAP, [0], steps=2)
     assert deletion.item() == pytest.approx(trap([sigmoid(v) for v in (10, 3, 0)], 0.5), rel=1e-5)

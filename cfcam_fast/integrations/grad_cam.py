@@ -3,7 +3,8 @@
 ``CFCAM`` subclasses ``pytorch_grad_cam.base_cam.BaseCAM``: it takes the package's
 ``ClassifierOutputTarget`` targets, ``aug_smooth`` and ``reshape_transform``, returns NumPy
 maps ``[B, H, W]`` in ``[0, 1]`` that its ``show_cam_on_image`` and its metrics accept, and
-computes each layer's map with ``cfcam_fast``'s core on the captured tensors' device.
+computes each layer's map with ``cfcam_fast``'s core on the input's device (the package keeps
+the captured tensors on the CPU; they are moved back for the core).
 """
 from __future__ import annotations
 
