@@ -81,6 +81,7 @@ def eps_from_sq_distances(sq_dist: torch.Tensor, counts: torch.Tensor, q: float,
     with fewer than 2 points. ``select`` has ``pair_ranks_torch``'s signature."""
     ranks, t = eps_ranks(counts, q)
     safe = counts >= 2
-    values = select(sq_dist, torch.where(safe, counts, 2), ranks * safe[:, None]).to(torch.float64).sqrt()
+    values = select(sq_dist, torch.where(safe, counts, 2), ranks * safe[:, None]).to(torch.float64)
+    values = values.clamp(min=0.0).sqrt()
     eps = lerp(values[:, 0], values[:, 1], t).clamp(min=floor)
     return torch.where(safe, eps, math.nan)

@@ -1,15 +1,18 @@
 """Shared pytest set-up: Triton under the interpreter, the ``gpu`` marker, fixed seeds."""
 import os
 
-# Must happen before anything imports triton (or the kernel modules): it makes the Triton
-# kernels run on CPU tensors under the interpreter, so they are testable without a GPU.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+# Must happen before anything imports triton (or the kernel modules): without a GPU it makes
+# the Triton kernels run on CPU tensors under the interpreter, so they stay testable; with
+# one, the GPU tests run the compiled kernels. Importing torch does not import Triton.
+import torch  # noqa: E402
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import random  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 SEED = 0
 

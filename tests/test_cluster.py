@@ -39,8 +39,8 @@ def problems(seed: int):
 
 
 def sklearn_labels(points: torch.Tensor, eps: float, min_samples: int) -> np.ndarray:
-    dist = cluster.pairwise_sq_distances(points[None])[0].triu(1)
-    dist = (dist + dist.T).sqrt().numpy()
+    sq = cluster.pairwise_sq_distances(points[None])[0].clamp(min=0).triu(1)
+    dist = (sq + sq.T).sqrt().numpy()
     return DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit(dist).labels_
 
 
@@ -110,8 +110,9 @@ def test_eps_equals_numpy_percentile_of_ordered_pairs(n):
     counts = torch.tensor([n, max(2, n - 1), max(2, n // 2)])
     pts = torch.randn(3, n, 5).relu()
     pts[0, : n // 3] = 0  # ties: many zero distances
-    sq = cluster.pairwise_sq_distances(pts).triu(1)
-    dist = (sq + sq.transpose(1, 2)).sqrt()
+    sq = cluster.pairwise_sq_distances(pts)
+    upper = sq.clamp(min=0).triu(1)
+    dist = (upper + upper.transpose(1, 2)).sqrt()
     for q in (25.0, 0.0, 50.0, 99.9, 100.0):
         eps = eps_from_sq_distances(sq, counts, q, 1e-5)
         for b, c in enumerate(counts.tolist()):

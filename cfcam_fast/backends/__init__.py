@@ -6,7 +6,6 @@ return_filtered) -> CFCAMResult``. ``status()`` says which are usable here and w
 from __future__ import annotations
 
 import importlib
-import os
 
 import torch
 
@@ -15,15 +14,15 @@ CORE_BACKENDS = ("reference", "torch", "triton")
 
 def _triton_reason(device: torch.device | None) -> str | None:
     try:
-        import triton  # noqa: F401
+        from ..kernels._launch import interpreted
     except ImportError:
         return "Triton is not installed: pip install triton"
-    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
-    if device is not None and device.type != "cuda" and not interpreted:
+    # Triton settles at its first import whether it interprets (kernels/_launch.py).
+    if device is not None and device.type != "cuda" and not interpreted():
         return (f"the Triton kernels run on CUDA tensors (got {device.type}); set TRITON_INTERPRET=1 "
-                "before importing cfcam_fast to run them on the CPU under the interpreter")
-    if device is None and not torch.cuda.is_available() and not interpreted:
-        return "no CUDA device (and TRITON_INTERPRET=1 is not set)"
+                "before Triton is first imported to run them on the CPU under the interpreter")
+    if device is None and not torch.cuda.is_available() and not interpreted():
+        return "no CUDA device (and Triton was not imported under TRITON_INTERPRET=1)"
     return None
 
 

@@ -7,6 +7,7 @@ chunks of images sized by ``config.memory_budget_bytes``.
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,22 @@ from ..spec_math import lerp, linear_percentile_position
 # Bytes the pairwise stage holds per (point, point) entry: float64 distances and their
 # temporaries, the bool neighbour masks and the int32 labels of the propagation.
 PAIR_BYTES = 40
+
+_workspace = threading.local()
+
+
+def _distance_buffer(shape: tuple[int, int, int], device: torch.device):
+    """A float64 buffer for the pairwise stage, kept per thread on the CPU: faulting in
+    fresh pages for every call costs more than the matrix product that fills them. It
+    holds at most one chunk (``memory_budget_bytes``). ``None`` elsewhere (CUDA's caching
+    allocator already reuses memory)."""
+    if device.type != "cpu":
+        return None
+    numel = shape[0] * shape[1] * shape[2]
+    buf = getattr(_workspace, "buffer", None)
+    if buf is None or buf.numel() < numel:
+        buf = _workspace.buffer = torch.empty(numel, dtype=torch.float64)
+    return buf[:numel].view(shape)
 
 
 def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, config: CFCAMConfig,
@@ -62,13 +79,14 @@ def cluster_channels(A: torch.Tensor, config: CFCAMConfig) -> tuple[torch.Tensor
     min_samples = (config.min_samples_fraction * counts.to(torch.float64)).floor().to(torch.int64) \
         .clamp(min=config.min_samples_floor)
     dbscan_backend = cluster.resolve(config.dbscan_backend, A.device)
-    select = _native_select if dbscan_backend == "native" else pair_ranks_torch
+    # The eps selection is its own stage: the compiled selector wherever it is built.
+    select = _native_select if cluster.unavailable_reason("native", A.device) is None else pair_ranks_torch
     rest_labels = torch.empty((B, n), dtype=torch.int64, device=A.device)
     step = max(1, config.memory_budget_bytes // (PAIR_BYTES * n * n))
     for b0 in range(0, B, step):
         b1 = min(B, b0 + step)
         points = flat[b0:b1].gather(1, rest[b0:b1, :, None].expand(-1, -1, flat.shape[2]))
-        sq_dist = cluster.pairwise_sq_distances(points)
+        sq_dist = cluster.pairwise_sq_distances(points, out=_distance_buffer((b1 - b0, n, n), A.device))
         eps[b0:b1] = eps_from_sq_distances(sq_dist, counts[b0:b1], config.eps_percentile, config.eps_floor,
                                            select)
         rest_labels[b0:b1] = cluster.labels_from_distances(
@@ -85,16 +103,18 @@ def _native_select(dist: torch.Tensor, counts: torch.Tensor, ranks: torch.Tensor
     return _native.pair_ranks(dist.contiguous(), counts.contiguous(), ranks.contiguous())
 
 
-def _cluster_sums(values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _cluster_sums(values: torch.Tensor, labels: torch.Tensor, slots: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image, sums of ``values`` ``[B, C, ...]`` over each cluster's members and member
-    counts, indexed by cluster number (``[B, C, ...]``: C bounds the number of clusters)."""
+    counts, indexed by cluster number: ``[B, slots, ...]`` and ``[B, slots]``, where
+    ``slots`` exceeds every cluster number."""
     B, C = labels.shape
+    trailing = [1] * (values.dim() - 2)
     slot = labels.clamp(min=0)
     member = (labels >= 0).to(values.dtype)
-    weighted = values * member.view(B, C, *([1] * (values.dim() - 2)))
-    index = slot.view(B, C, *([1] * (values.dim() - 2))).expand_as(values)
-    sums = torch.zeros_like(values).scatter_add_(1, index, weighted)
-    sizes = torch.zeros((B, C), dtype=values.dtype, device=values.device).scatter_add_(1, slot, member)
+    weighted = values * member.view(B, C, *trailing)
+    index = slot.view(B, C, *trailing).expand_as(values)
+    sums = values.new_zeros((B, slots, *values.shape[2:])).scatter_add_(1, index, weighted)
+    sizes = values.new_zeros((B, slots)).scatter_add_(1, slot, member)
     return sums, sizes
 
 
@@ -104,10 +124,11 @@ def channel_weights(G: torch.Tensor, labels: torch.Tensor, config: CFCAMConfig) 
     if config.filter == "gaussian":
         m = gaussian_mean_map(H, W, config.sigma, config.truncate, device=G.device)
         per_channel = (G.flatten(2) * m.flatten()).sum(2)
-        sums, sizes = _cluster_sums(per_channel, labels)
+        sums, sizes = _cluster_sums(per_channel, labels, C)
         cluster_w = sums / sizes.clamp(min=1)
     else:
-        sums, sizes = _cluster_sums(G, labels)
+        # The kernels depend on each cluster's mean map: form only the clusters that exist.
+        sums, sizes = _cluster_sums(G, labels, max(1, int(labels.amax()) + 1))
         means = sums / sizes.clamp(min=1)[:, :, None, None]
         cluster_w = (means * official_mean_map(official_kernel(means))).sum((2, 3))
     w = torch.where(labels >= 0, cluster_w.gather(1, labels.clamp(min=0)), 0.0)
@@ -116,8 +137,8 @@ def channel_weights(G: torch.Tensor, labels: torch.Tensor, config: CFCAMConfig) 
 
 def filtered_maps(G: torch.Tensor, labels: torch.Tensor, config: CFCAMConfig) -> list[torch.Tensor]:
     """The filtered cluster-mean maps ``f_k``: one ``[K_b, H, W]`` tensor per image."""
-    sums, sizes = _cluster_sums(G, labels)
     n_clusters = (labels.amax(1) + 1).clamp(min=0).tolist()
+    sums, sizes = _cluster_sums(G, labels, max(1, max(n_clusters)))
     out = []
     for b, k in enumerate(n_clusters):
         means = sums[b, :k] / sizes[b, :k, None, None]

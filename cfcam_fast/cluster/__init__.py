@@ -62,17 +62,21 @@ def labels_from_distances(dist: torch.Tensor, counts: torch.Tensor, eps: torch.T
     return module.dbscan_labels(dist, counts, eps, min_samples)
 
 
-def pairwise_sq_distances(points: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances ``[B, n, n]`` in float64 with a zero diagonal.
+def pairwise_sq_distances(points: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Squared Euclidean distances ``[B, n, n]`` in float64, as one matrix product.
 
-    Consumers read the upper triangle (``i < j``) only, so a last-bit asymmetry of the
-    matrix product can never make two readings of one pair disagree.
+    ``|x_i - x_j|^2 = [x_i, |x_i|^2, 1] . [-2 x_j, 1, |x_j|^2]``. Consumers read the upper
+    triangle (``i < j``) only, so a last-bit asymmetry can never make two readings of one
+    pair disagree; tiny negative values from rounding are left for the consumers (order
+    statistics and thresholds commute with clamping at 0). ``out`` is an optional float64
+    ``[B, n, n]`` buffer to write into.
     """
     x = points.to(torch.float64)
-    sq = (x * x).sum(-1)
-    d2 = torch.baddbmm(sq[:, None, :].expand(-1, x.shape[1], -1), x, x.transpose(1, 2), alpha=-2.0)
-    d2.add_(sq[:, :, None]).clamp_(min=0.0).diagonal(dim1=1, dim2=2).zero_()
-    return d2
+    sq = (x * x).sum(-1, keepdim=True)
+    one = torch.ones_like(sq)
+    left = torch.cat([x, sq, one], -1)
+    right = torch.cat([-2.0 * x, one, sq], -1)
+    return torch.bmm(left, right.transpose(1, 2), out=out)
 
 
 def sq_threshold(eps: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ def dbscan_labels(dist: torch.Tensor, counts: torch.Tensor, eps: torch.Tensor,
     for b, (c, e, m) in enumerate(zip(counts.tolist(), eps.tolist(), min_samples.tolist())):
         if c > 0:
             model = DBSCAN(eps=e, min_samples=m, metric="precomputed", calc_core_sample_indices=True)
-            model.fit(dist[b, :c, :c].contiguous())
+            upper = dist[b, :c, :c].clamp(min=0).triu(1)
+            model.fit((upper + upper.T).contiguous())
             core[b, torch.as_tensor(model.core_sample_indices_, device=dist.device).long()] = True
     return labels_from_core(dist, counts, eps, core)

@@ -6,6 +6,12 @@ import torch
 from sklearn.cluster import DBSCAN
 
 
+def symmetric_from_upper(dist: np.ndarray) -> np.ndarray:
+    """The symmetric, non-negative matrix whose upper triangle is ``dist``'s (zero diagonal)."""
+    upper = np.triu(np.maximum(dist, 0.0), 1)
+    return upper + upper.T
+
+
 def dbscan_labels(dist: torch.Tensor, counts: torch.Tensor, eps: torch.Tensor,
                   min_samples: torch.Tensor) -> torch.Tensor:
     """scikit-learn's ``DBSCAN(metric="precomputed")`` on each image's valid prefix."""
@@ -13,5 +19,6 @@ def dbscan_labels(dist: torch.Tensor, counts: torch.Tensor, eps: torch.Tensor,
     out = np.full(D.shape[:2], -1, dtype=np.int64)
     for b, (c, e, m) in enumerate(zip(counts.tolist(), eps.tolist(), min_samples.tolist())):
         if c > 0:
-            out[b, :c] = DBSCAN(eps=e, min_samples=m, metric="precomputed").fit(D[b, :c, :c]).labels_
+            prefix = symmetric_from_upper(D[b, :c, :c])
+            out[b, :c] = DBSCAN(eps=e, min_samples=m, metric="precomputed").fit(prefix).labels_
     return torch.from_numpy(out).to(dist.device)
