@@ -62,9 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="side in pixels the images are resized to (default: 224)")
     parser.add_argument("--steps", type=_positive_int, default=100,
                         help="deletion/insertion steps (default: 100)")
-    parser.add_argument("--scales", type=_scales, default=[0.5, 1.0],
+    parser.add_argument("--scales", type=_scales, default=[1.0, 5.0, 10.0],
                         help="gradient-noise scales for robustness, relative to each image's gradient "
-                        "standard deviation, comma-separated (default: 0.5,1)")
+                        "standard deviation, comma-separated (default: 1,5,10)")
     parser.add_argument("--draws", type=_positive_int, default=3, help="noise draws per scale (default: 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise draws (default: 0)")
     parser.add_argument("--out", default="cfcam_eval", help="output folder (default: ./cfcam_eval)")
