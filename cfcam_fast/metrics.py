@@ -9,7 +9,7 @@ Images are the tensors the model takes (normalised), so "zero" means the normali
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
