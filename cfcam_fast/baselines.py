@@ -65,7 +65,7 @@ class _WeightedCAM(BaseCAM):
                 labels=torch.full((B, C), -2, dtype=torch.int64, device=A.device),
                 channel_weights=w,
                 weights=w.clone(),
-                eps=torch.full((B,), float("nan"), device=A.device),
+                eps=torch.full((B,), float("nan"), dtype=torch.float64, device=A.device),
             )
 
 

@@ -33,7 +33,7 @@ def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, con
         labels=stack("labels", torch.int64),
         channel_weights=stack("channel_weights", torch.float32),
         weights=stack("weights", torch.float32),
-        eps=stack("eps", torch.float32),
+        eps=stack("eps", torch.float64),
         filtered=[torch.as_tensor(r["filtered"], dtype=torch.float32, device=device) for r in per_image]
         if return_filtered else None,
     )

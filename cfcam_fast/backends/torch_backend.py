@@ -48,7 +48,7 @@ def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, con
     w = (weights_fn or channel_weights)(G, labels, config)
     maps, alpha = (combine_fn or combine)(A, w, labels, config.weighting, output_size)
     return CFCAMResult(maps=maps, labels=labels, channel_weights=w, weights=alpha,
-                       eps=eps.to(torch.float32),
+                       eps=eps,
                        filtered=filtered_maps(G, labels, config) if return_filtered else None)
 
 
