@@ -2,9 +2,9 @@
 
 Without a GPU the kernels run on CPU tensors in Triton's interpreter (the conftest sets
 ``TRITON_INTERPRET=1`` before Triton is imported); the ``gpu`` tests run them compiled on
-CUDA at realistic sizes. Tolerances: labels and eps come from the torch backend's
-clustering, so they must be identical. Channel weights are float32 reductions over at most
-28*28 values (and, for clusters, over up to 2048 members) against the reference's
+CUDA at realistic sizes. Tolerances: labels come from the torch backend's clustering, so
+they must be identical; eps to 1e-12 relative (see test_torch_backend). Channel weights
+are float32 reductions over at most 28*28 values (and, for clusters, over up to 2048 members) against the reference's
 float64: 1e-5 of the largest |w|. alpha lies in [0, 1]: 1e-5 relative plus 1e-7. Maps are
 float32 sums of up to 2048 weighted channels normalised to [0, 1]: 1e-5 absolute.
 """
