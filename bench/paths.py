@@ -17,6 +17,7 @@ FULL_BACKWARD = "forward + full backward"
 GRADCAM = "Grad-CAM (cfcam_fast baseline)"
 PEER_GRADCAM = "grad-cam package GradCAM"
 AUTHORS = "authors' algorithm (reference, official filter)"
+AUTHORS_POST = "authors' algorithm, post-processing only"
 
 
 @dataclass
@@ -81,13 +82,14 @@ def build_paths(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> list[Pat
     size = tuple(x.shape[-2:])
     captured = capture(model, x, [layer])
     A, G = captured.activations[0].detach(), captured.gradients[0].detach()
+    authors = cf.CFCAMConfig(filter="official")
     paths = [
         Path(FLOOR, "floor", lambda: floor(model, layer, x)),
         Path(FULL_BACKWARD, "model", lambda: full_backward(model, x)),
         Path(GRADCAM, "model", lambda: GradCAM(model, [layer])(x)),
         _peer_gradcam(model, layer, x),
-        Path(AUTHORS, "model", lambda: cf.CFCAM(model, [layer], config=cf.CFCAMConfig(filter="official"),
-                                                backend="reference")(x)),
+        Path(AUTHORS, "model", lambda: cf.CFCAM(model, [layer], config=authors, backend="reference")(x)),
+        Path(AUTHORS_POST, "post", lambda: cf.cfcam_explain(A, G, size, authors, "reference").maps),
     ]
     for label, backend, dbscan, reason in core_variants(x.device):
         config = cf.CFCAMConfig() if dbscan is None else cf.CFCAMConfig(dbscan_backend=dbscan)
@@ -118,7 +120,7 @@ def _peer_gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> Path:
 
 def path_names(device: torch.device) -> list[str]:
     """The names of every path the runner reports on ``device`` (skipped ones included)."""
-    names = [FLOOR, FULL_BACKWARD, GRADCAM, PEER_GRADCAM, AUTHORS]
+    names = [FLOOR, FULL_BACKWARD, GRADCAM, PEER_GRADCAM, AUTHORS, AUTHORS_POST]
     for label, *_ in core_variants(device):
         names += [f"cfcam_fast {label}", f"cfcam_fast {label}, post-processing only"]
     return names

@@ -5,22 +5,27 @@ import json
 from itertools import groupby
 from pathlib import Path as FilePath
 
-from .paths import AUTHORS, FLOOR
+from .paths import AUTHORS, AUTHORS_POST, FLOOR
 
 COLUMNS = ("path", "ms / image", "images / s", "x floor", "speed-up over authors")
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """Fill ``ratio_to_floor`` and ``speedup_over_authors`` of every timed row, per (model, batch)."""
+    """Fill ``ratio_to_floor`` and ``speedup_over_authors`` of every timed row, per (model, batch).
+
+    Like is compared with like: a post-processing row against the authors' algorithm on the
+    same captured tensors, an end-to-end row against the authors' algorithm end to end."""
     for _, group in groupby(rows, key=lambda r: (r["model"], r["batch"])):
         group = list(group)
         by_name = {r["path"]: r for r in group}
         floor = by_name.get(FLOOR, {}).get("median_s")
-        authors = by_name.get(AUTHORS, {}).get("median_s")
+        authors = {kind: by_name.get(name, {}).get("median_s")
+                   for kind, name in (("floor", AUTHORS), ("model", AUTHORS), ("post", AUTHORS_POST))}
         for r in group:
             t = r["median_s"]
+            base = authors.get(r["kind"])
             r["ratio_to_floor"] = t / floor if t is not None and floor else None
-            r["speedup_over_authors"] = authors / t if t is not None and authors else None
+            r["speedup_over_authors"] = base / t if t is not None and base else None
 
 
 def _fmt(value, spec: str) -> str:
