@@ -19,6 +19,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from cfcam_fast.commands.options import device_option
+
 from . import report
 from .paths import build_paths
 
@@ -65,18 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="bench/out", help="output folder (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="smallest model, batch 1, one repeat (a smoke test of the runner)")
-
-
-def _device(name: Optional[str]) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch.cuda.is_available() is False")
-    return device
 
 
 def time_paths(fns: Sequence[Callable[[], object]], device: torch.device, warmup: int,
@@ -181,7 +171,7 @@ def _layer_shape(model, layer, x):
 
 def run(args: argparse.Namespace) -> int:
     """Time everything ``args`` asks for, print the tables and write the outputs."""
-    device = _device(args.device)
+    device = device_option(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .explain import _backend_check, _device, _items, _positive_int
+from .options import check_backend, device_option, image_items, positive_int
 
 HELP = "compare CF-CAM with Grad-CAM and Grad-CAM++: faithfulness, robustness, class sensitivity"
 
@@ -54,18 +54,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", help="dotted name of the target layer (default: the model's last "
                         "convolutional stage)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--batch-size", type=_positive_int, default=32,
+    parser.add_argument("--batch-size", type=positive_int, default=32,
                         help="images per model call inside the metrics (default: 32)")
     parser.add_argument("--backend", default="auto", help="CF-CAM backend: auto, reference, torch, triton "
                         "(default: auto)")
-    parser.add_argument("--size", type=_positive_int, default=224,
+    parser.add_argument("--size", type=positive_int, default=224,
                         help="side in pixels the images are resized to (default: 224)")
-    parser.add_argument("--steps", type=_positive_int, default=100,
+    parser.add_argument("--steps", type=positive_int, default=100,
                         help="deletion/insertion steps (default: 100)")
     parser.add_argument("--scales", type=_scales, default=[1.0, 5.0, 10.0],
                         help="gradient-noise scales for robustness, relative to each image's gradient "
                         "standard deviation, comma-separated (default: 1,5,10)")
-    parser.add_argument("--draws", type=_positive_int, default=3, help="noise draws per scale (default: 3)")
+    parser.add_argument("--draws", type=positive_int, default=3, help="noise draws per scale (default: 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise draws (default: 0)")
     parser.add_argument("--out", default="cfcam_eval", help="output folder (default: ./cfcam_eval)")
 
@@ -170,12 +170,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..models import imagenet_classes, load_model, preprocess, resolve_layer
 
-    device = _device(args.device)
-    items = _items(args.paths)
+    device = device_option(args.device)
+    items = image_items(args.paths)
     model, default = load_model(args.model, args.weights, device)
     layer_name = args.layer or default
     layer = resolve_layer(model, layer_name)
-    _backend_check(args.backend, device)
+    check_backend(args.backend, device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = [name for name, _, _ in items]

@@ -13,19 +13,11 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
+
+from .options import Item, check_backend, device_option, image_items, positive_int
 
 HELP = "explain images (default: the photos bundled with scikit-image and scikit-learn)"
-
-Item = tuple[str, str, Callable]  # (output name, source shown in summary.json, image loader)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``explain``."""
@@ -40,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", help="dotted name of the target layer (default: the model's last "
                         "convolutional stage, e.g. bn2 for efficientnet_lite0, layer4 for ResNets)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per batch (default: 8)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default: 8)")
     parser.add_argument("--backend", default="auto", help="CF-CAM backend: auto, reference, torch, triton "
                         "(default: auto)")
     parser.add_argument("--filter", choices=FILTERS, default="gaussian",
@@ -50,64 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="cfcam_out", help="output folder (default: ./cfcam_out)")
 
 
-def _device(name: str | None):
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {name!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
-    return device
-
-
-def _items(paths: list[str]) -> list[Item]:
-    """What to explain: the bundled photos, or the given files and the images in given folders."""
-    from PIL import Image
-
-    from ..models import bundled_photos, load_image
-
-    if not paths:
-        return [(name, f"bundled:{name}", (lambda image=image: image)) for name, image in bundled_photos()]
-    extensions = {ext.lower() for ext in Image.registered_extensions()}
-    files: list[Path] = []
-    for text in paths:
-        path = Path(text)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in extensions)
-            if not found:
-                raise ValueError(f"no images in folder {text}")
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        else:
-            raise ValueError(f"no such file or folder: {text}")
-    items, used = [], set()
-    for path in files:
-        name, n = path.stem, 1
-        while name in used:
-            n += 1
-            name = f"{path.stem}_{n}"
-        used.add(name)
-        items.append((name, str(path), (lambda path=path: load_image(path))))
-    return items
-
-
 def _batches(items: list[Item], size: int) -> Iterator[list[Item]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def _backend_check(name: str, device) -> None:
-    from ..backends import resolve
-
-    try:
-        resolve(name, device)
-    except (RuntimeError, ImportError) as exc:
-        raise ValueError(f"backend {name!r} cannot run on {device}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,13 +56,13 @@ def run(args: argparse.Namespace) -> int:
     from ..models import imagenet_classes, load_model, preprocess, resolve_layer
     from ..viz import save_overlay
 
-    device = _device(args.device)
+    device = device_option(args.device)
     config = CFCAMConfig(filter=args.filter, weighting=args.weighting)
-    items = _items(args.paths)
+    items = image_items(args.paths)
     model, default = load_model(args.model, args.weights, device)
     layer_name = args.layer or default
     layer = resolve_layer(model, layer_name)
-    _backend_check(args.backend, device)
+    check_backend(args.backend, device)
     classes = imagenet_classes()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
