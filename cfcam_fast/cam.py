@@ -8,7 +8,7 @@ from torch import nn
 
 from . import backends
 from .capture import Targets, capture
-from .config import CFCAMConfig, CFCAMResult
+from .config import CFCAMConfig, CFCAMResult, as_config
 from .core import cfcam_explain
 
 
@@ -78,9 +78,7 @@ class CFCAM(BaseCAM):
                  reshape_transform: Optional[Callable] = None, config: Optional[CFCAMConfig] = None,
                  backend: str = "auto") -> None:
         super().__init__(model, target_layers, reshape_transform)
-        self.config = CFCAMConfig() if config is None else config
-        if not isinstance(self.config, CFCAMConfig):
-            raise ValueError(f"config must be a CFCAMConfig, got {type(self.config).__name__}")
+        self.config = as_config(config)
         if backend != "auto":
             backends.unavailable_reason(backend)  # an unknown name fails here, not at the first call
         self.backend = backend

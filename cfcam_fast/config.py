@@ -78,6 +78,15 @@ class CFCAMConfig:
         return CFCAMConfig(**values)
 
 
+def as_config(config: Optional[CFCAMConfig]) -> CFCAMConfig:
+    """``config``, or the defaults for ``None``; ``ValueError`` for anything else."""
+    if config is None:
+        return CFCAMConfig()
+    if not isinstance(config, CFCAMConfig):
+        raise ValueError(f"config must be a CFCAMConfig, got {type(config).__name__}")
+    return config
+
+
 def _is_real(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
         and abs(value) != float("inf")

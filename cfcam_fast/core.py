@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import backends
-from .config import CFCAMConfig, CFCAMResult
+from .config import CFCAMConfig, CFCAMResult, as_config
 
 
 def check_captured(activations: torch.Tensor, gradients: torch.Tensor) -> None:
@@ -56,9 +56,7 @@ def cfcam_explain(activations: torch.Tensor, gradients: torch.Tensor,
     ``output_size`` is the ``(H_in, W_in)`` the maps are upsampled to (default: the layer's
     own size). ``return_filtered=True`` also returns the filtered cluster-mean maps.
     """
-    config = CFCAMConfig() if config is None else config
-    if not isinstance(config, CFCAMConfig):
-        raise ValueError(f"config must be a CFCAMConfig, got {type(config).__name__}")
+    config = as_config(config)
     check_captured(activations, gradients)
     size = _output_size(output_size, activations)
     module = backends.resolve(backend, activations.device)

@@ -13,7 +13,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
-from ..config import CFCAMConfig
+from ..config import CFCAMConfig, as_config
 from ..core import cfcam
 
 try:
@@ -35,9 +35,7 @@ class CFCAM(_GradCamBase):
                  reshape_transform: Optional[Callable] = None, config: Optional[CFCAMConfig] = None,
                  backend: str = "auto") -> None:
         super().__init__(model, target_layers, reshape_transform)
-        self.config = CFCAMConfig() if config is None else config
-        if not isinstance(self.config, CFCAMConfig):
-            raise ValueError(f"config must be a CFCAMConfig, got {type(self.config).__name__}")
+        self.config = as_config(config)
         self.backend = backend
 
     def compute_cam_per_layer(self, input_tensor: torch.Tensor, targets, eigen_smooth: bool) -> list:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from ..config import CFCAMConfig
+from ..config import CFCAMConfig, as_config
 from ..core import cfcam
 
 try:
@@ -37,9 +37,7 @@ class CFCAM(_GradCAM):
                  config: Optional[CFCAMConfig] = None, backend: str = "auto",
                  reshape_transform: Optional[Callable] = None) -> None:
         super().__init__(model, target_layer, input_shape, reshape_transform=reshape_transform)
-        self.config = CFCAMConfig() if config is None else config
-        if not isinstance(self.config, CFCAMConfig):
-            raise ValueError(f"config must be a CFCAMConfig, got {type(self.config).__name__}")
+        self.config = as_config(config)
         self.backend = backend
         self._input_size: Optional[tuple] = None
         self.hook_handles.append(model.register_forward_pre_hook(self._hook_input))
