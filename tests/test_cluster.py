@@ -151,3 +151,22 @@ def test_dbscan_on_cuda_matches_cpu(backend):
         cpu = cf.cluster.dbscan(pts, eps, ms, valid=valid, backend="sklearn")
         gpu = cf.cluster.dbscan(pts.cuda(), eps, ms, valid=valid.cuda(), backend=backend)
         assert torch.equal(gpu.cpu(), cpu)
+
+
+def test_labels_from_given_core_points_match_sklearn():
+    """The cuML path keeps only cuML's core points and applies our border rule: with
+    scikit-learn's core points, that rule must give scikit-learn's labels."""
+    from cfcam_fast.cluster.torch_dbscan import labels_from_core
+
+    for pts, valid, eps, ms in problems(seed=3):
+        for b in range(pts.shape[0]):
+            p = pts[b][valid[b]]
+            if p.shape[0] == 0:
+                continue
+            fit = DBSCAN(eps=eps, min_samples=ms).fit(p.double().numpy())
+            core = torch.zeros(1, p.shape[0], dtype=torch.bool)
+            core[0, torch.as_tensor(fit.core_sample_indices_, dtype=torch.int64)] = True
+            sq = cluster.pairwise_sq_distances(p[None])
+            threshold = cluster.sq_threshold(torch.tensor([eps]))
+            got = labels_from_core(sq, torch.tensor([p.shape[0]]), threshold, core)
+            np.testing.assert_array_equal(got[0].numpy(), sklearn_labels(p, eps, ms))

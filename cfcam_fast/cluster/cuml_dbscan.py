@@ -5,6 +5,8 @@ only its core points are used; labels then equal every other backend's.
 """
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 
 from .torch_dbscan import labels_from_core
@@ -12,9 +14,7 @@ from .torch_dbscan import labels_from_core
 
 def unavailable_reason(device: torch.device | None = None) -> str | None:
     """Why the cuML backend cannot run here, or ``None``."""
-    try:
-        import cuml  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("cuml") is None:
         return "RAPIDS cuML is not installed: pip install cuml-cu12 (CUDA 12) or cuml-cu13 (CUDA 13)"
     if not torch.cuda.is_available() or (device is not None and device.type != "cuda"):
         return "cuML runs on CUDA tensors only"
