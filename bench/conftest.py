@@ -13,6 +13,7 @@ from cfcam_fast import CFCAMConfig, cluster
 from cfcam_fast.backends.torch_backend import channel_weights, cluster_channels, importance_split
 from cfcam_fast.capture import capture
 from cfcam_fast.models import load_model, resolve_layer
+from cfcam_fast.spec_math import min_samples_for
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 STAGE_BATCH = 8
@@ -64,8 +65,6 @@ def stages(resnet50) -> Stages:
     points = flat.gather(1, rest[:, :, None].expand(-1, -1, flat.shape[2]))
     dist = cluster.pairwise_sq_distances(points)
     labels, eps = cluster_channels(A, config)
-    # SPEC.md step 4: max(floor, int(fraction * |R|)), as the torch backend computes it.
-    min_samples = (config.min_samples_fraction * counts.double()).floor().long() \
-        .clamp(min=config.min_samples_floor)
+    min_samples = min_samples_for(counts, config)
     return Stages(A, G, points, dist, counts, cluster.sq_threshold(eps.nan_to_num(0.0)), min_samples, labels,
                   channel_weights(G, labels, config))

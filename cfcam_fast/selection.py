@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .spec_math import lerp
+from .spec_math import doubled_percentile_ranks, lerp
 
 SAMPLE_SIZE = 1 << 15
 
@@ -61,25 +61,13 @@ def pair_ranks_torch(dist: torch.Tensor, counts: torch.Tensor, ranks: torch.Tens
     return out
 
 
-def eps_ranks(counts: torch.Tensor, q: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unordered ranks ``[B, 2]`` and fractions ``[B]`` of NumPy's linear percentile ``q``
-    over each image's doubled (ordered-pair) distance list (DESIGN.md)."""
-    m = counts.to(torch.int64) * (counts.to(torch.int64) - 1) // 2
-    n_ordered = (2 * m).clamp(min=1)
-    pos = (n_ordered - 1).to(torch.float64) * (q / 100.0)
-    k = pos.floor().to(torch.int64).clamp(max=n_ordered - 1)
-    t = pos - k.to(torch.float64)
-    r0 = k // 2
-    r1 = torch.minimum(k + 1, n_ordered - 1) // 2
-    return torch.stack([r0, r1], 1), t
-
-
 def eps_from_sq_distances(sq_dist: torch.Tensor, counts: torch.Tensor, q: float, floor: float,
                           select=pair_ranks_torch) -> torch.Tensor:
     """``max(percentile_q(ordered pair distances), floor)`` per image, in float64, from
     squared distances (order statistics commute with the monotone sqrt); NaN for images
     with fewer than 2 points. ``select`` has ``pair_ranks_torch``'s signature."""
-    ranks, t = eps_ranks(counts, q)
+    counts = counts.to(torch.int64)
+    ranks, t = doubled_percentile_ranks(counts * (counts - 1) // 2, q)
     safe = counts >= 2
     values = select(sq_dist, torch.where(safe, counts, 2), ranks * safe[:, None]).to(torch.float64)
     values = values.clamp(min=0.0).sqrt()

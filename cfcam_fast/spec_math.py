@@ -3,11 +3,17 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from .config import CFCAMConfig
 
 
-def min_samples_for(n_rest: int, config: CFCAMConfig) -> int:
-    """``max(floor, int(fraction * |R|))``: DBSCAN's min_samples (SPEC.md step 4)."""
+def min_samples_for(n_rest, config: CFCAMConfig):
+    """``max(floor, int(fraction * |R|))``: DBSCAN's min_samples (SPEC.md step 4), for an
+    int or, elementwise, an integer tensor of counts (the same float64 product)."""
+    if isinstance(n_rest, torch.Tensor):
+        product = config.min_samples_fraction * n_rest.to(torch.float64)
+        return product.floor().to(torch.int64).clamp(min=config.min_samples_floor)
     return max(config.min_samples_floor, int(config.min_samples_fraction * n_rest))
 
 
@@ -22,15 +28,19 @@ def linear_percentile_position(n: int, q: float) -> tuple[int, float]:
     return k, pos - k
 
 
-def doubled_percentile_ranks(m: int, q: float) -> tuple[int, int, float]:
-    """Percentile ``q`` of the ordered-pair list, where each of ``m`` values appears twice.
+def doubled_percentile_ranks(m: torch.Tensor, q: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Percentile ``q`` of the ordered-pair list, where each of ``m[b]`` values appears twice.
 
-    Returns the ranks ``(r0, r1)`` of the two needed order statistics among the ``m``
-    unordered values and the fraction ``t`` (DESIGN.md: element ``j`` of the doubled
-    sorted list is element ``j // 2`` of the sorted unordered list).
+    Returns the ranks ``[B, 2]`` of the two needed order statistics among the ``m[b]``
+    unordered values and the fractions ``t`` ``[B]`` (DESIGN.md: element ``j`` of the
+    doubled sorted list is element ``j // 2`` of the sorted unordered list). The virtual
+    index is computed as NumPy computes it, in float64.
     """
-    k, t = linear_percentile_position(2 * m, q)
-    return k // 2, min(k + 1, 2 * m - 1) // 2, t
+    n_ordered = (2 * m.to(torch.int64)).clamp(min=1)
+    pos = (n_ordered - 1).to(torch.float64) * (q / 100.0)
+    k = pos.floor().to(torch.int64).clamp(max=n_ordered - 1)
+    t = pos - k.to(torch.float64)
+    return torch.stack([k // 2, torch.minimum(k + 1, n_ordered - 1) // 2], 1), t
 
 
 def lerp(a, b, t):

@@ -253,9 +253,9 @@ def test_labels_match_sklearn(seed, fraction):
 @pytest.mark.parametrize("q", [0.0, 10.0, 25.0, 50.0, 75.0, 99.9, 100.0])
 def test_doubled_percentile_ranks_match_numpy(m, q):
     values = np.random.default_rng(m).normal(size=m)
-    r0, r1, t = spec_math.doubled_percentile_ranks(m, q)
+    ranks, t = spec_math.doubled_percentile_ranks(torch.tensor([m]), q)
     s = np.sort(values)
-    got = spec_math.lerp(s[r0], s[r1], t)
+    got = spec_math.lerp(s[int(ranks[0, 0])], s[int(ranks[0, 1])], float(t[0]))
     assert got == np.percentile(np.concatenate([values, values]), q)
 
 

@@ -16,7 +16,7 @@ from .. import cluster
 from ..config import CFCAMConfig, CFCAMResult
 from ..filters import filter_maps, gaussian_mean_map, official_kernel, official_mean_map
 from ..selection import eps_from_sq_distances, pair_ranks_torch
-from ..spec_math import lerp, linear_percentile_position
+from ..spec_math import lerp, linear_percentile_position, min_samples_for
 
 # Bytes the pairwise stage holds per (point, point) entry: float64 distances and their
 # temporaries, the bool neighbour masks and the int32 labels of the propagation.
@@ -76,8 +76,7 @@ def cluster_channels(A: torch.Tensor, config: CFCAMConfig) -> tuple[torch.Tensor
     if n < 2:
         return labels.masked_fill_(~important, -1), eps
     rest = order[:, :n]
-    min_samples = (config.min_samples_fraction * counts.to(torch.float64)).floor().to(torch.int64) \
-        .clamp(min=config.min_samples_floor)
+    min_samples = min_samples_for(counts, config)
     dbscan_backend = cluster.resolve(config.dbscan_backend, A.device)
     # The eps selection is its own stage: the compiled selector wherever it is built.
     select = _native_select if cluster.unavailable_reason("native", A.device) is None else pair_ranks_torch
