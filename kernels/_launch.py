@@ -23,6 +23,7 @@ from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
 MAX_ELEMENTS = 2 ** 31 - 1
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def interpreted() -> bool:
@@ -49,6 +50,16 @@ def launcher(kernel, device: torch.device, op: str, torch_equivalent: str):
                          f"to CUDA, set TRITON_INTERPRET=1 before Triton is first imported to run the "
                          f"kernel in Triton's interpreter, or call {torch_equivalent}")
     return kernel if isinstance(kernel, JITFunction) else _jit(kernel.fn)
+
+
+def check_maps(op: str, x) -> None:
+    """``ValueError`` unless ``x`` is a floating ``[..., H, W]`` tensor the kernels can index."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise ValueError(f"{op} needs a [..., H, W] tensor, got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{op} takes {FLOAT_DTYPES} tensors, got {x.dtype}")
+    check_size(op, x)
 
 
 def check_size(op: str, *tensors: torch.Tensor) -> None:

@@ -16,10 +16,9 @@ import triton.language as tl
 
 from cfcam_fast.filters import gaussian_radius, gaussian_taps
 
-from ._launch import accumulator, check_size, launcher
+from ._launch import accumulator, check_maps, launcher
 
 BLOCK = 1024
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @triton.jit
@@ -58,15 +57,10 @@ def gaussian_filter2d(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> t
     fp16, bf16 and fp32 accumulate in fp32, fp64 in fp64; the result has ``x``'s dtype and
     shape (contiguous). CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``.
     """
-    if not isinstance(x, torch.Tensor) or x.dim() < 2:
-        raise ValueError(f"gaussian_filter2d needs a [..., H, W] tensor, got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"gaussian_filter2d takes {FLOAT_DTYPES} tensors, got {x.dtype}")
+    check_maps("gaussian_filter2d", x)
     for name, value in (("sigma", sigma), ("truncate", truncate)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
             raise ValueError(f"gaussian_filter2d: {name} must be a finite number > 0, got {value!r}")
-    check_size("gaussian_filter2d", x)
     kernel = launcher(gaussian_axis_kernel, x.device, "gaussian_filter2d",
                       "cfcam_fast.filters.gaussian_filter2d_torch")
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)

@@ -15,11 +15,19 @@ import triton.language as tl
 
 from cfcam_fast.filters import OFFICIAL_NORM_EPS, OFFICIAL_SIGMA_RANGE, OFFICIAL_SIGMA_SPATIAL
 
-from ._launch import accumulator, check_size, launcher
-from .gaussian import FLOAT_DTYPES
+from ._launch import accumulator, check_maps, launcher
 
 BLOCK = 256
 TAPS_BLOCK_MAX = 1024
+
+
+@triton.jit
+def _official_taps(base, p, H, W, g_sh, g_sw, mean, spatial_div, range_div, ACC: tl.constexpr):
+    """Unnormalised taps ``S * Rg`` at flat positions ``p`` of the map at ``base``."""
+    u = (p // W).to(ACC) - H / 2
+    v = (p % W).to(ACC) - W / 2
+    d = tl.load(base + (p // W) * g_sh + (p % W) * g_sw, mask=p < H * W, other=0.0).to(ACC) - mean
+    return tl.exp(-(u * u + v * v) / spatial_div) * tl.exp(-(d * d) / range_div)
 
 
 @triton.jit
@@ -39,18 +47,12 @@ def official_taps_kernel(g, K, H, W, g_sn, g_sh, g_sw, spatial_div, range_div, n
     mass = tl.zeros([BLOCK], dtype=ACC)
     for start in range(0, hw, BLOCK):
         p = start + tl.arange(0, BLOCK)
-        u = (p // W).to(ACC) - H / 2
-        v = (p % W).to(ACC) - W / 2
-        d = tl.load(base + (p // W) * g_sh + (p % W) * g_sw, mask=p < hw, other=0.0).to(ACC) - mean
-        k = tl.exp(-(u * u + v * v) / spatial_div) * tl.exp(-(d * d) / range_div)
+        k = _official_taps(base, p, H, W, g_sh, g_sw, mean, spatial_div, range_div, ACC)
         mass += tl.where(p < hw, k, 0.0)
     norm = tl.sum(mass, axis=0) + norm_eps
     for start in range(0, hw, BLOCK):
         p = start + tl.arange(0, BLOCK)
-        u = (p // W).to(ACC) - H / 2
-        v = (p % W).to(ACC) - W / 2
-        d = tl.load(base + (p // W) * g_sh + (p % W) * g_sw, mask=p < hw, other=0.0).to(ACC) - mean
-        k = tl.exp(-(u * u + v * v) / spatial_div) * tl.exp(-(d * d) / range_div)
+        k = _official_taps(base, p, H, W, g_sh, g_sw, mean, spatial_div, range_div, ACC)
         tl.store(K + n * hw + p, k / norm, mask=p < hw)
 
 
@@ -85,12 +87,7 @@ def official_filter2d(g: torch.Tensor) -> torch.Tensor:
     Works in fp32 for fp16, bf16 and fp32 input, in fp64 for fp64; returns ``g``'s dtype.
     Cost ``H * W`` multiply-adds per output: meant for CAM-layer sizes (7x7 to 56x56).
     """
-    if not isinstance(g, torch.Tensor) or g.dim() < 2:
-        raise ValueError(f"official_filter2d needs a [..., H, W] tensor, got "
-                         f"{tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__}")
-    if g.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"official_filter2d takes {FLOAT_DTYPES} tensors, got {g.dtype}")
-    check_size("official_filter2d", g)
+    check_maps("official_filter2d", g)
     taps_kernel = launcher(official_taps_kernel, g.device, "official_filter2d",
                            "cfcam_fast.filters.official_filter_torch")
     correlate = launcher(official_correlate_kernel, g.device, "official_filter2d",

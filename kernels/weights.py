@@ -21,8 +21,7 @@ import triton.language as tl
 from cfcam_fast.config import CFCAMConfig
 from cfcam_fast.filters import gaussian_mean_map
 
-from ._launch import accumulator, check_size, launcher
-from .gaussian import FLOAT_DTYPES
+from ._launch import FLOAT_DTYPES, accumulator, check_size, launcher
 from .official import official_filter2d
 
 TILE = 4096
