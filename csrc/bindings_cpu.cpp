@@ -4,18 +4,11 @@
 
 #include <cstdint>
 
+#include "address.h"
 #include "ops_cpu.h"
 
 namespace py = pybind11;
-
-namespace {
-
-template <typename T>
-T* at(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
-}  // namespace
+using cfcam::at;
 
 PYBIND11_MODULE(_native_cpu, m) {
   m.doc() = "cfcam_fast CPU ops: batched exact selection and DBSCAN labelling on raw pointers";

@@ -5,18 +5,11 @@
 
 #include <cstdint>
 
+#include "address.h"
 #include "ops_cuda.h"
 
 namespace py = pybind11;
-
-namespace {
-
-template <typename T>
-T* at(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
-}  // namespace
+using cfcam::at;
 
 PYBIND11_MODULE(_native_cuda, m) {
   m.doc() = "cfcam_fast CUDA ops: batched radix select and DBSCAN labelling on raw pointers";
