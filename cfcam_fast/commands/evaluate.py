@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .options import check_backend, device_option, image_items, positive_int
+from .options import add_input_arguments, check_backend, device_option, image_items, positive_int
 
 HELP = "compare CF-CAM with Grad-CAM and Grad-CAM++: faithfulness, robustness, class sensitivity"
 
@@ -45,19 +45,9 @@ def _scales(text: str) -> list[float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``evaluate``."""
-    from ..models import DEFAULT_MODEL
-
-    parser.add_argument("paths", nargs="*", help="image files and folders; none: the bundled photos")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="torchvision or timm model name (default: %(default)s, pretrained)")
-    parser.add_argument("--weights", help="state-dict file for the model (loaded with weights_only=True)")
-    parser.add_argument("--layer", help="dotted name of the target layer (default: the model's last "
-                        "convolutional stage)")
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    add_input_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=32,
                         help="images per model call inside the metrics (default: 32)")
-    parser.add_argument("--backend", default="auto", help="CF-CAM backend: auto, reference, torch, triton "
-                        "(default: auto)")
     parser.add_argument("--size", type=positive_int, default=224,
                         help="side in pixels the images are resized to (default: 224)")
     parser.add_argument("--steps", type=positive_int, default=100,

@@ -15,26 +15,18 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .options import Item, check_backend, device_option, image_items, positive_int
+from .options import (Item, add_input_arguments, check_backend, device_option, image_items,
+                      positive_int)
 
 HELP = "explain images (default: the photos bundled with scikit-image and scikit-learn)"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``explain``."""
     from ..config import FILTERS, WEIGHTINGS
-    from ..models import DEFAULT_MODEL
 
-    parser.add_argument("paths", nargs="*", help="image files and folders (images inside folders, "
-                        "sorted); none: the bundled photos")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="torchvision or timm model name (default: %(default)s, pretrained)")
-    parser.add_argument("--weights", help="state-dict file for the model (loaded with weights_only=True)")
-    parser.add_argument("--layer", help="dotted name of the target layer (default: the model's last "
-                        "convolutional stage, e.g. bn2 for efficientnet_lite0, layer4 for ResNets)")
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    add_input_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default: 8)")
-    parser.add_argument("--backend", default="auto", help="CF-CAM backend: auto, reference, torch, triton "
-                        "(default: auto)")
     parser.add_argument("--filter", choices=FILTERS, default="gaussian",
                         help="cluster-gradient filter (default: gaussian, the paper's)")
     parser.add_argument("--weighting", choices=WEIGHTINGS, default="softmax",

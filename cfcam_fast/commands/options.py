@@ -8,6 +8,23 @@ from typing import Callable
 Item = tuple[str, str, Callable]  # (output name, source shown in summaries, image loader)
 
 
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say what to explain and with what: paths, model, weights, layer,
+    device and CF-CAM backend."""
+    from ..models import DEFAULT_MODEL
+
+    parser.add_argument("paths", nargs="*", help="image files and folders (images inside folders, "
+                        "sorted); none: the bundled photos")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="torchvision or timm model name (default: %(default)s, pretrained)")
+    parser.add_argument("--weights", help="state-dict file for the model (loaded with weights_only=True)")
+    parser.add_argument("--layer", help="dotted name of the target layer (default: the model's last "
+                        "convolutional stage, e.g. bn2 for efficientnet_lite0, layer4 for ResNets)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--backend", default="auto", help="CF-CAM backend: auto, reference, torch, triton "
+                        "(default: auto)")
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     value = int(text)
