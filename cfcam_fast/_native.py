@@ -20,7 +20,8 @@ import importlib
 import torch
 from torch import Tensor
 
-__all__ = ["available", "dbscan_labels", "kth_smallest", "pair_ranks", "status"]
+__all__ = ["available", "certified_dbscan_labels", "certified_pair_ranks", "dbscan_labels", "kth_smallest",
+           "pair_ranks", "status"]
 
 _FLOATS = (torch.float32, torch.float64)
 
@@ -128,6 +129,35 @@ def _check_dbscan(dist: Tensor, counts: Tensor, eps: Tensor, min_samples: Tensor
         _check_batch(name, t, dist.shape[0])
 
 
+def _check_certified(approx: Tensor, points: Tensor, counts: Tensor) -> None:
+    _check_tensor("approx", approx, (torch.float32,), 3, None)
+    if approx.device.type not in ("cpu", "meta"):
+        raise ValueError(f"approx is on {approx.device}: the certified ops run on CPU tensors")
+    if approx.shape[1] != approx.shape[2]:
+        raise ValueError(f"approx must be [B, n, n] (one square matrix per image), got shape {tuple(approx.shape)}")
+    _check_tensor("points", points, (torch.float64,), 3, approx.device)
+    if points.shape[:2] != approx.shape[:2]:
+        raise ValueError(f"points must be [B, n, d] with [B, n] = {tuple(approx.shape[:2])} as in approx, "
+                         f"got shape {tuple(points.shape)}")
+    _check_tensor("counts", counts, (torch.int64,), 1, approx.device)
+    _check_batch("counts", counts, approx.shape[0])
+
+
+def _check_certified_ranks(approx: Tensor, points: Tensor, counts: Tensor, ranks: Tensor) -> None:
+    _check_certified(approx, points, counts)
+    _check_tensor("ranks", ranks, (torch.int64,), 2, approx.device)
+    _check_batch("ranks", ranks, approx.shape[0])
+
+
+def _check_certified_dbscan(approx: Tensor, points: Tensor, counts: Tensor, threshold: Tensor,
+                            min_samples: Tensor) -> None:
+    _check_certified(approx, points, counts)
+    _check_tensor("threshold", threshold, (torch.float64,), 1, approx.device)
+    _check_tensor("min_samples", min_samples, (torch.int64,), 1, approx.device)
+    _check_batch("threshold", threshold, approx.shape[0])
+    _check_batch("min_samples", min_samples, approx.shape[0])
+
+
 def _module_for(device: torch.device):
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"the native ops run on CPU or CUDA tensors, got {device}")
@@ -206,6 +236,41 @@ def _(dist: Tensor, counts: Tensor, eps: Tensor, min_samples: Tensor) -> Tensor:
     return dist.new_empty(dist.shape[:2], dtype=torch.int64)
 
 
+@torch.library.custom_op("cfcam_fast::certified_pair_ranks", mutates_args=(), device_types="cpu")
+def _certified_pair_ranks_op(approx: Tensor, points: Tensor, counts: Tensor, ranks: Tensor) -> Tensor:
+    _check_certified_ranks(approx, points, counts, ranks)
+    out = points.new_empty(ranks.shape)
+    B, n, d, K = points.shape[0], points.shape[1], points.shape[2], ranks.shape[1]
+    if B * K > 0:
+        _call(approx.device, "certified_pair_ranks", approx.data_ptr(), points.data_ptr(), counts.data_ptr(),
+              ranks.data_ptr(), out.data_ptr(), B, n, d, K)
+    return out
+
+
+@_certified_pair_ranks_op.register_fake
+def _(approx: Tensor, points: Tensor, counts: Tensor, ranks: Tensor) -> Tensor:
+    _check_certified_ranks(approx, points, counts, ranks)
+    return points.new_empty(ranks.shape)
+
+
+@torch.library.custom_op("cfcam_fast::certified_dbscan_labels", mutates_args=(), device_types="cpu")
+def _certified_dbscan_labels_op(approx: Tensor, points: Tensor, counts: Tensor, threshold: Tensor,
+                                min_samples: Tensor) -> Tensor:
+    _check_certified_dbscan(approx, points, counts, threshold, min_samples)
+    B, n, d = points.shape
+    labels = torch.empty((B, n), dtype=torch.int64, device=approx.device)
+    if B * n > 0:
+        _call(approx.device, "certified_dbscan_labels", approx.data_ptr(), points.data_ptr(), counts.data_ptr(),
+              threshold.data_ptr(), min_samples.data_ptr(), labels.data_ptr(), B, n, d)
+    return labels
+
+
+@_certified_dbscan_labels_op.register_fake
+def _(approx: Tensor, points: Tensor, counts: Tensor, threshold: Tensor, min_samples: Tensor) -> Tensor:
+    _check_certified_dbscan(approx, points, counts, threshold, min_samples)
+    return approx.new_empty(approx.shape[:2], dtype=torch.int64)
+
+
 # ----------------------------------------------------------------------------- public functions
 def pair_ranks(dist: Tensor, counts: Tensor, ranks: Tensor) -> Tensor:
     """The ``ranks[b, k]``-th smallest (0-based) upper-triangle values of each image.
@@ -240,3 +305,24 @@ def dbscan_labels(dist: Tensor, counts: Tensor, eps: Tensor, min_samples: Tensor
     """
     _check_dbscan(dist, counts, eps, min_samples)
     return torch.ops.cfcam_fast.dbscan_labels(dist, counts, eps, min_samples)
+
+
+def certified_pair_ranks(approx: Tensor, points: Tensor, counts: Tensor, ranks: Tensor) -> Tensor:
+    """``pair_ranks`` of the exact float64 squared distances, from float32 approximations (CPU).
+
+    ``approx``: ``[B, n, n]`` float32, a float32 evaluation of ``|x_i|^2 + |x_j|^2 - 2 x_i.x_j``
+    (``cluster.certified.approx_sq_distances``); ``points``: the ``[B, n, d]`` float64 points
+    ``x``. Returns float64 ``[B, K]``: the ranked values of ``sum_k (x_ik - x_jk)^2`` computed
+    in float64, exactly; only the pairs whose approx value is within its error bound of a
+    selection bracket are recomputed.
+    """
+    _check_certified_ranks(approx, points, counts, ranks)
+    return torch.ops.cfcam_fast.certified_pair_ranks(approx, points, counts, ranks)
+
+
+def certified_dbscan_labels(approx: Tensor, points: Tensor, counts: Tensor, threshold: Tensor,
+                            min_samples: Tensor) -> Tensor:
+    """``dbscan_labels`` with neighbours iff the exact float64 squared distance is at most
+    ``threshold[b]`` (float64), from float32 approximations as in ``certified_pair_ranks``."""
+    _check_certified_dbscan(approx, points, counts, threshold, min_samples)
+    return torch.ops.cfcam_fast.certified_dbscan_labels(approx, points, counts, threshold, min_samples)

@@ -59,4 +59,26 @@ PYBIND11_MODULE(_native_cpu, m) {
       },
       py::arg("dist"), py::arg("counts"), py::arg("eps"), py::arg("min_samples"), py::arg("labels"),
       py::arg("B"), py::arg("n"), py::arg("is_double"));
+  m.def(
+      "certified_pair_ranks",
+      [](uintptr_t approx, uintptr_t points, uintptr_t counts, uintptr_t ranks, uintptr_t out,
+         int64_t B, int64_t n, int64_t d, int64_t K) {
+        py::gil_scoped_release release;
+        cfcam::certified_pair_ranks_cpu(at<const float>(approx), at<const double>(points),
+                                        at<const int64_t>(counts), at<const int64_t>(ranks),
+                                        at<double>(out), B, n, d, K);
+      },
+      py::arg("approx"), py::arg("points"), py::arg("counts"), py::arg("ranks"), py::arg("out"),
+      py::arg("B"), py::arg("n"), py::arg("d"), py::arg("K"));
+  m.def(
+      "certified_dbscan_labels",
+      [](uintptr_t approx, uintptr_t points, uintptr_t counts, uintptr_t threshold,
+         uintptr_t min_samples, uintptr_t labels, int64_t B, int64_t n, int64_t d) {
+        py::gil_scoped_release release;
+        cfcam::certified_dbscan_labels_cpu(at<const float>(approx), at<const double>(points),
+                                           at<const int64_t>(counts), at<const double>(threshold),
+                                           at<const int64_t>(min_samples), at<int64_t>(labels), B, n, d);
+      },
+      py::arg("approx"), py::arg("points"), py::arg("counts"), py::arg("threshold"),
+      py::arg("min_samples"), py::arg("labels"), py::arg("B"), py::arg("n"), py::arg("d"));
 }

@@ -13,29 +13,32 @@ import torch
 import torch.nn.functional as F
 
 from .. import cluster
+from ..cluster import certified
 from ..config import CFCAMConfig, CFCAMResult
 from ..filters import filter_maps, gaussian_mean_map, official_kernel, official_mean_map
 from ..selection import eps_from_sq_distances, pair_ranks_torch
 from ..spec_math import lerp, linear_percentile_position, min_samples_for
 
-# Bytes the pairwise stage holds per (point, point) entry: float64 distances and their
-# temporaries, the bool neighbour masks and the int32 labels of the propagation.
+# Bytes the pairwise stage holds per (point, point) entry, at most: float64 distances and
+# their temporaries, the bool neighbour masks and the int32 labels of the propagation (the
+# certified CPU stage needs less: float32 distances and a byte per pair per thread).
 PAIR_BYTES = 40
 
 _workspace = threading.local()
 
 
-def _distance_buffer(shape: tuple[int, int, int], device: torch.device):
-    """A float64 buffer for the pairwise stage, kept per thread on the CPU: faulting in
+def _pair_buffer(shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device):
+    """A buffer for the pairwise stage, kept per thread and dtype on the CPU: faulting in
     fresh pages for every call costs more than the matrix product that fills them. It
     holds at most one chunk (``memory_budget_bytes``). ``None`` elsewhere (CUDA's caching
     allocator already reuses memory)."""
     if device.type != "cpu":
         return None
     numel = shape[0] * shape[1] * shape[2]
-    buf = getattr(_workspace, "buffer", None)
+    buffers = _workspace.__dict__.setdefault("buffers", {})
+    buf = buffers.get(dtype)
     if buf is None or buf.numel() < numel:
-        buf = _workspace.buffer = torch.empty(numel, dtype=torch.float64)
+        buf = buffers[dtype] = torch.empty(numel, dtype=dtype)
     return buf[:numel].view(shape)
 
 
@@ -78,22 +81,35 @@ def cluster_channels(A: torch.Tensor, config: CFCAMConfig) -> tuple[torch.Tensor
     rest = order[:, :n]
     min_samples = min_samples_for(counts, config)
     dbscan_backend = cluster.resolve(config.dbscan_backend, A.device)
-    # The eps selection is its own stage: the compiled selector wherever it is built.
-    select = _native_select if cluster.unavailable_reason("native", A.device) is None else pair_ranks_torch
     rest_labels = torch.empty((B, n), dtype=torch.int64, device=A.device)
     step = max(1, config.memory_budget_bytes // (PAIR_BYTES * n * n))
     for b0 in range(0, B, step):
         b1 = min(B, b0 + step)
         points = flat[b0:b1].gather(1, rest[b0:b1, :, None].expand(-1, -1, flat.shape[2]))
-        sq_dist = cluster.pairwise_sq_distances(points, out=_distance_buffer((b1 - b0, n, n), A.device))
-        eps[b0:b1] = eps_from_sq_distances(sq_dist, counts[b0:b1], config.eps_percentile, config.eps_floor,
-                                           select)
-        rest_labels[b0:b1] = cluster.labels_from_distances(
-            sq_dist, counts[b0:b1], cluster.sq_threshold(eps[b0:b1].nan_to_num(0.0)), min_samples[b0:b1],
-            dbscan_backend)
+        eps[b0:b1], rest_labels[b0:b1] = _cluster_chunk(points, counts[b0:b1], min_samples[b0:b1], config,
+                                                        dbscan_backend)
     valid = torch.arange(n, device=A.device)[None, :] < counts[:, None]
     # Slots past an image's count point at important channels and write -2 back.
     return labels.scatter_(1, rest, torch.where(valid, rest_labels, -2)), eps
+
+
+def _cluster_chunk(points: torch.Tensor, counts: torch.Tensor, min_samples: torch.Tensor, config: CFCAMConfig,
+                   dbscan_backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 3-4 for a chunk of images: eps ``[b]`` and labels ``[b, n]``, both decided on
+    one set of squared distances (float64, or float32 certified against float64)."""
+    shape = tuple(points.shape[:2]) + (points.shape[1],)
+    if dbscan_backend == "native" and certified.usable(points.device):
+        approx = certified.approx_sq_distances(points, out=_pair_buffer(shape, torch.float32, points.device))
+        eps = eps_from_sq_distances(approx, counts, config.eps_percentile, config.eps_floor,
+                                    certified.pair_ranks(points, approx))
+        threshold = cluster.sq_threshold(eps.nan_to_num(0.0))
+        return eps, certified.labels(points, approx, counts, threshold, min_samples)
+    sq_dist = cluster.pairwise_sq_distances(points, out=_pair_buffer(shape, torch.float64, points.device))
+    # The eps selection is its own stage: the compiled selector wherever it is built.
+    select = _native_select if cluster.unavailable_reason("native", points.device) is None else pair_ranks_torch
+    eps = eps_from_sq_distances(sq_dist, counts, config.eps_percentile, config.eps_floor, select)
+    threshold = cluster.sq_threshold(eps.nan_to_num(0.0))
+    return eps, cluster.labels_from_distances(sq_dist, counts, threshold, min_samples, dbscan_backend)
 
 
 def _native_select(dist: torch.Tensor, counts: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:

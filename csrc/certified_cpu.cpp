@@ -1,0 +1,517 @@
+// Exact float64 decisions from float32 distances (CPU). The caller passes `approx`, a float32
+// evaluation of |x_i|^2 + |x_j|^2 - 2 x_i.x_j (an augmented float32 matrix product of the
+// points rounded to float32), and the points themselves in float64. The exact squared
+// distance D_ij is the float64 sum of squared differences, in coordinate order. Every approx
+// entry is within E_ij = s_i + s_j of D_ij, s_i = c |x_i|^2 plus a few subnormal units for
+// underflow (see slack_coefficient and Image::prepare), so a
+// pair is recomputed exactly only when a decision (a threshold test, a selection bracket)
+// lies within E_ij of its approx value: a few hundred pairs per image instead of all of them.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ops_cpu.h"
+#include "parallel_cpu.h"
+
+namespace cfcam {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr int32_t kNone = std::numeric_limits<int32_t>::max();
+
+// c in E_ij = c (|x_i|^2 + |x_j|^2) for points of dimension d. Error analysis (u = 2^-24):
+// rounding the points to float32 moves D by at most (4u + u^2)(|x_i|^2 + |x_j|^2); the float32
+// squared norms and the (d + 2)-term augmented dot product, in any summation order, add at
+// most (3d + 8) u (|x_i|^2 + |x_j|^2); float64 rounding of D is ~1e-14 relative. The rest of
+// (4d + 32) u pays for the float32 comparisons below (a few u of the same scale wherever a
+// comparison is close), with room to spare.
+double slack_coefficient(int64_t d) { return (4.0 * static_cast<double>(d) + 32.0) * std::ldexp(1.0, -24); }
+
+double exact_sq(const double* x, const double* y, int64_t d) {
+  double s = 0.0;
+  for (int64_t k = 0; k < d; ++k) {
+    const double t = x[k] - y[k];
+    s += t * t;
+  }
+  return s;
+}
+
+// One image: its approx rows, its points and the per-point slack s_i (rounded up).
+struct Image {
+  const float* approx;
+  int64_t n;  // row stride of approx
+  const double* points;
+  int64_t d;
+  int32_t count;
+  std::vector<float> slack;
+
+  void prepare(double coefficient) {
+    // An absolute term covers float32 underflow: (d + 4) units of the smallest subnormal.
+    const double floor = static_cast<double>(d + 4) * std::ldexp(1.0, -149);
+    slack.resize(count);
+    for (int32_t i = 0; i < count; ++i) {
+      const double* x = points + i * d;
+      const double norm = std::inner_product(x, x + d, x, 0.0);
+      slack[i] = std::nextafter(static_cast<float>(coefficient * norm + floor), kInf);
+    }
+  }
+  const float* row(int32_t i) const { return approx + static_cast<int64_t>(i) * n; }
+  double exact(int32_t i, int32_t j) const { return exact_sq(points + i * d, points + j * d, d); }
+};
+
+inline uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Strict weak order with NaN after every number.
+inline bool nan_last_less(float a, float b) { return a < b || (std::isnan(b) && !std::isnan(a)); }
+
+// Loops over one row segment written so that the compiler vectorises them; with GCC or
+// Clang on x86-64 each is also compiled for AVX2 and picked at load time.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CFCAM_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CFCAM_VECTOR_CLONES
+#endif
+
+// keep[t] = 1 unless a[t] is certainly below `low` or certainly above `high`; returns the
+// number certainly below. (low, high: the bracket minus / plus the row point's slack.)
+CFCAM_VECTOR_CLONES
+int32_t bracket_row(const float* a, const float* slack, int32_t len, float low, float high, uint8_t* keep) {
+  int32_t below = 0;
+  for (int32_t t = 0; t < len; ++t) {
+    const bool under = a[t] + slack[t] < low;
+    const bool over = a[t] - slack[t] > high;
+    below += under;
+    keep[t] = !under & !over;
+  }
+  return below;
+}
+
+// near[t] = 1 if a[t] is certainly within the threshold; unsure[t] = 1 if it cannot be told.
+CFCAM_VECTOR_CLONES
+void threshold_row(const float* a, const float* slack, int32_t len, float yes_below, float no_above,
+                   uint8_t* near, uint8_t* unsure) {
+  for (int32_t t = 0; t < len; ++t) {
+    const bool yes = a[t] + slack[t] <= yes_below;
+    const bool no = a[t] - slack[t] > no_above;
+    near[t] = yes;
+    unsure[t] = !yes & !no;
+  }
+}
+
+// Calls f(t) for every t < len with flags[t] != 0, skipping eight clear flags at a time.
+template <typename F>
+void for_each_flagged(const uint8_t* flags, int32_t len, F&& f) {
+  int32_t t = 0;
+  for (; t + 8 <= len; t += 8) {
+    uint64_t word;
+    std::memcpy(&word, flags + t, 8);
+    if (word == 0) continue;
+    for (int32_t u = t; u < t + 8; ++u) {
+      if (flags[u]) f(u);
+    }
+  }
+  for (; t < len; ++t) {
+    if (flags[t]) f(t);
+  }
+}
+
+// ----------------------------------------------------------------------------- selection
+// The pairs kept for the second level: approx value, bound E_ij and the two points.
+struct Kept {
+  std::vector<float> value, bound;
+  std::vector<int32_t> i, j;
+  size_t size = 0;
+  void reserve(size_t n) {
+    value.resize(n);
+    bound.resize(n);
+    i.resize(n);
+    j.resize(n);
+  }
+};
+
+struct SelectScratch {
+  Kept kept;
+  std::vector<float> sample;
+  std::vector<double> exact;
+  std::vector<uint8_t> flags;
+};
+
+constexpr int64_t kSampleSize = 16384;
+// Up to this many pairs x dimensions, recomputing every pair costs less than bracketing.
+constexpr int64_t kDirectWork = int64_t{1} << 20;
+
+// exact[0:m) holds the exact values of global ranks base, base+1, ...; writes rank
+// ranks[t] to out[t] for sorted ranks inside [base, base + m). False if one is outside.
+bool select_exact(std::vector<double>& exact, int64_t base, const std::vector<int64_t>& ranks,
+                  double* out) {
+  const auto m = static_cast<int64_t>(exact.size());
+  if (ranks.front() < base || ranks.back() >= base + m) return false;
+  int64_t prev = -1;
+  for (size_t t = 0; t < ranks.size(); ++t) {
+    const int64_t local = ranks[t] - base;
+    if (local != prev) std::nth_element(exact.begin() + (prev + 1), exact.begin() + local, exact.end());
+    prev = local;
+    out[t] = exact[local];
+  }
+  return true;
+}
+
+// Every pair's exact value, then a plain selection: the path for small images and the
+// fallback when both brackets miss (never wrong, only slower).
+void select_all_exact(const Image& img, const std::vector<int64_t>& ranks, double* out,
+                      std::vector<double>& exact) {
+  exact.clear();
+  for (int32_t i = 0; i + 1 < img.count; ++i) {
+    for (int32_t j = i + 1; j < img.count; ++j) exact.push_back(img.exact(i, j));
+  }
+  select_exact(exact, 0, ranks, out);
+}
+
+// Why a bracket is exact: split the pairs into X (certainly below lo), Y (certainly above
+// hi) and the rest Z. If the wanted order statistic v lies in [lo, hi], every X is below it
+// and every Y above, so v is Z's order statistic at rank - |X|; and if v lies outside, that
+// element of Z lies outside [lo, hi] too. So a result inside [lo, hi] is v; one outside is
+// a miss, and a miss only costs a wider retry.
+
+// Level 2: among the kept pairs Z, the approx order statistics at the lowest and highest
+// rank widened by twice the largest bound bracket the exact ones; only the pairs that
+// straddle or lie in that window are recomputed.
+bool select_kept(const Image& img, const Kept& kept, int64_t base, const std::vector<int64_t>& ranks,
+                 double* out, SelectScratch& s) {
+  const auto m = static_cast<int64_t>(kept.size);
+  const int64_t r_lo = ranks.front() - base, r_hi = ranks.back() - base;
+  if (r_lo < 0 || r_hi >= m) return false;
+  s.sample.assign(kept.value.begin(), kept.value.begin() + m);
+  std::nth_element(s.sample.begin(), s.sample.begin() + r_lo, s.sample.end(), nan_last_less);
+  const float a_lo = s.sample[r_lo];
+  std::nth_element(s.sample.begin() + r_lo, s.sample.begin() + r_hi, s.sample.end(), nan_last_less);
+  const float a_hi = s.sample[r_hi];
+  const float widest = *std::max_element(kept.bound.begin(), kept.bound.begin() + m);
+  const double lo = static_cast<double>(a_lo) - 2.0 * widest;
+  const double hi = static_cast<double>(a_hi) + 2.0 * widest;
+  if (!(lo <= hi)) return false;  // NaN
+  int64_t below = 0;
+  s.exact.clear();
+  for (int64_t t = 0; t < m; ++t) {
+    const double a = kept.value[t], e = kept.bound[t];
+    if (a + e < lo) {
+      ++below;
+    } else if (!(a - e > hi)) {
+      s.exact.push_back(img.exact(kept.i[t], kept.j[t]));
+    }
+  }
+  if (!select_exact(s.exact, base + below, ranks, out)) return false;
+  for (size_t t = 0; t < ranks.size(); ++t) {
+    if (!(out[t] >= lo && out[t] <= hi)) return false;
+  }
+  return true;
+}
+
+// Level 1: one pass over the upper triangle counts the pairs certainly below [lo, hi] and
+// keeps those not certainly outside it (at most `limit` of them; false beyond that).
+bool select_in(const Image& img, float lo, float hi, size_t limit, const std::vector<int64_t>& ranks,
+               double* out, SelectScratch& s) {
+  const int32_t c = img.count;
+  Kept& kept = s.kept;
+  kept.reserve(limit + 8);
+  kept.size = 0;
+  s.flags.resize(c);
+  const float* slack = img.slack.data();
+  int64_t below = 0;
+  for (int32_t i = 0; i + 1 < c; ++i) {
+    const float* row = img.row(i) + i + 1;
+    const int32_t len = c - i - 1;
+    const uint8_t* flags = s.flags.data();
+    below += bracket_row(row, slack + i + 1, len, lo - slack[i], hi + slack[i], s.flags.data());
+    // Kept flags are rare: skip clear words, copy the others branch-free.
+    size_t k = kept.size;
+    for (int32_t t0 = 0; t0 < len; t0 += 8) {
+      const int32_t t1 = std::min(len, t0 + 8);
+      if (t1 - t0 == 8) {
+        uint64_t word;
+        std::memcpy(&word, flags + t0, 8);
+        if (word == 0) continue;
+      }
+      if (k + 8 > limit) return false;
+      for (int32_t t = t0; t < t1; ++t) {
+        kept.value[k] = row[t];
+        kept.bound[k] = slack[i] + slack[i + 1 + t];
+        kept.i[k] = i;
+        kept.j[k] = i + 1 + t;
+        k += flags[t];
+      }
+    }
+    kept.size = k;
+  }
+  if (!select_kept(img, kept, below, ranks, out, s)) return false;
+  for (size_t t = 0; t < ranks.size(); ++t) {
+    if (!(out[t] >= lo && out[t] <= hi)) return false;
+  }
+  return true;
+}
+
+// A stratified sample of approx values (one random pair in each of kSampleSize equal runs
+// of the upper triangle, read in memory order) brackets the ranks with four standard
+// deviations of the sample rank either side; on a miss, one retry four times wider, then
+// every pair recomputed.
+void select_certified(const Image& img, const std::vector<int64_t>& ranks, double* out, SelectScratch& s) {
+  const int32_t c = img.count;
+  const int64_t M = static_cast<int64_t>(c) * (c - 1) / 2;
+  if (M * img.d <= kDirectWork) return select_all_exact(img, ranks, out, s.exact);
+  s.sample.resize(kSampleSize);
+  uint64_t state = 0x5EED5EEDull;
+  int32_t i = 0;
+  int64_t row_start = 0;  // triangle index of (i, i + 1)
+  for (int64_t t = 0; t < kSampleSize; ++t) {
+    const int64_t first = t * M / kSampleSize, width = (t + 1) * M / kSampleSize - first;
+    const int64_t p = first + static_cast<int64_t>(splitmix64(state) % static_cast<uint64_t>(std::max<int64_t>(width, 1)));
+    while (p >= row_start + (c - i - 1)) {
+      row_start += c - i - 1;
+      ++i;
+    }
+    s.sample[t] = img.row(i)[i + 1 + (p - row_start)];
+  }
+  const double S = static_cast<double>(kSampleSize);
+  const double p_lo = static_cast<double>(ranks.front()) / M;
+  const double p_hi = static_cast<double>(ranks.back() + 1) / M;
+  auto margin = [&](double p) { return 4.0 * std::sqrt(S * p * (1.0 - p)) + 4.0; };
+  for (double widen : {1.0, 4.0}) {
+    const auto lo_i = static_cast<int64_t>(std::floor(p_lo * S - widen * margin(p_lo)));
+    const auto hi_i = static_cast<int64_t>(std::ceil(p_hi * S + widen * margin(p_hi)));
+    float lo = -kInf, hi = kInf;
+    if (lo_i > 0) {
+      std::nth_element(s.sample.begin(), s.sample.begin() + lo_i, s.sample.end(), nan_last_less);
+      lo = s.sample[lo_i];
+    }
+    if (hi_i < kSampleSize) {
+      std::nth_element(s.sample.begin() + std::max<int64_t>(lo_i, 0), s.sample.begin() + hi_i, s.sample.end(),
+                       nan_last_less);
+      hi = s.sample[hi_i];
+    }
+    if (std::isnan(lo) || std::isnan(hi)) break;
+    const double expected = (std::min(1.0, (hi_i + 1) / S) - std::max(0.0, lo_i / S)) * M;
+    const auto limit = static_cast<size_t>(std::min<double>(M, 4.0 * expected + 1024.0));
+    if (select_in(img, lo, hi, limit, ranks, out, s)) return;
+  }
+  select_all_exact(img, ranks, out, s.exact);
+}
+
+// ----------------------------------------------------------------------------- labelling
+// The neighbour relation as bit rows: bit j of row i (64-bit words, row-major) for i != j.
+struct LabelScratch {
+  std::vector<uint64_t> bits;
+  std::vector<uint8_t> near, unsure;
+  std::vector<int32_t> cluster, stack;
+  std::vector<uint64_t> unvisited, core;
+};
+
+// Transposes a 64 x 64 bit block in place: bit c of word r <-> bit r of word c.
+void transpose64(uint64_t* a) {
+  uint64_t mask = 0x00000000FFFFFFFFull;
+  for (int width = 32; width != 0; width >>= 1, mask ^= mask << width) {
+    for (int r = 0; r < 64; r = (r + width + 1) & ~width) {
+      const uint64_t t = ((a[r] >> width) ^ a[r + width]) & mask;
+      a[r] ^= t << width;
+      a[r + width] ^= t;
+    }
+  }
+}
+
+// Packs 0/1 bytes into bits (bit t of the result = bytes[t]), eight at a time.
+inline uint64_t pack64(const uint8_t* bytes) {
+  uint64_t out = 0;
+  for (int g = 0; g < 8; ++g) {
+    uint64_t word;
+    std::memcpy(&word, bytes + 8 * g, 8);
+    out |= ((word * 0x0102040810204080ull) >> 56) << (8 * g);
+  }
+  return out;
+}
+
+#if defined(__GNUC__)
+inline int popcount64(uint64_t x) { return __builtin_popcountll(x); }
+inline int lowest_bit(uint64_t x) { return __builtin_ctzll(x); }
+#else
+inline int popcount64(uint64_t x) {
+  int n = 0;
+  for (; x; x &= x - 1) ++n;
+  return n;
+}
+inline int lowest_bit(uint64_t x) {
+  int n = 0;
+  for (; !(x & 1); x >>= 1) ++n;
+  return n;
+}
+#endif
+
+void label_image(const Image& img, double threshold, int64_t min_samples, int64_t* labels,
+                 LabelScratch& s) {
+  const int32_t c = img.count;
+  std::fill(labels, labels + img.n, int64_t{-1});
+  if (c == 0) return;
+  const int32_t words = (c + 63) / 64;
+  const int32_t padded = 64 * words;
+  s.bits.assign(static_cast<size_t>(padded) * words, 0);
+  s.near.assign(padded, 0);
+  s.unsure.resize(padded);
+  const float t = static_cast<float>(threshold);
+  // Upper triangle, row by row: certain answers from approx, the unsure ones exactly.
+  for (int32_t i = 0; i + 1 < c; ++i) {
+    const float* row = img.row(i) + i + 1;
+    const int32_t len = c - i - 1;
+    uint8_t* near = s.near.data() + i + 1;
+    threshold_row(row, img.slack.data() + i + 1, len, t - img.slack[i], t + img.slack[i], near, s.unsure.data());
+    for_each_flagged(s.unsure.data(), len, [&](int32_t u) { near[u] = img.exact(i, i + 1 + u) <= threshold; });
+    uint64_t* out = s.bits.data() + static_cast<size_t>(i) * words;
+    for (int32_t w = (i + 1) / 64; w < words; ++w) out[w] = pack64(s.near.data() + 64 * w);
+    s.near[i + 1] = 0;  // columns <= i + 1 stay clear for the next row
+  }
+  // Symmetric: the block below the diagonal is the transpose of the block above it.
+  std::vector<uint64_t> block(64);
+  for (int32_t bi = 0; bi < words; ++bi) {
+    for (int32_t bj = bi; bj < words; ++bj) {
+      for (int r = 0; r < 64; ++r) block[r] = s.bits[static_cast<size_t>(64 * bi + r) * words + bj];
+      transpose64(block.data());
+      for (int r = 0; r < 64; ++r) s.bits[static_cast<size_t>(64 * bj + r) * words + bi] |= block[r];
+    }
+  }
+  auto row_bits = [&](int32_t i) { return s.bits.data() + static_cast<size_t>(i) * words; };
+  s.core.assign(words, 0);
+  for (int32_t i = 0; i < c; ++i) {
+    const uint64_t* r = row_bits(i);
+    int count = 1;  // itself
+    for (int32_t w = 0; w < words; ++w) count += popcount64(r[w]);
+    if (count >= min_samples) s.core[i / 64] |= uint64_t{1} << (i % 64);
+  }
+  // Clusters: depth-first search over core points from each unvisited core point in index
+  // order, so cluster k is the one with the k-th smallest core index (scikit-learn's order).
+  s.cluster.assign(c, -1);
+  s.unvisited = s.core;
+  int32_t next = 0;
+  for (int32_t i = 0; i < c; ++i) {
+    if (!((s.unvisited[i / 64] >> (i % 64)) & 1)) continue;
+    s.unvisited[i / 64] &= ~(uint64_t{1} << (i % 64));
+    s.cluster[i] = next;
+    s.stack.assign(1, i);
+    while (!s.stack.empty()) {
+      const uint64_t* r = row_bits(s.stack.back());
+      s.stack.pop_back();
+      for (int32_t w = 0; w < words; ++w) {
+        uint64_t found = r[w] & s.unvisited[w];
+        if (found == 0) continue;
+        s.unvisited[w] &= ~found;
+        for (; found; found &= found - 1) {
+          const int32_t j = 64 * w + lowest_bit(found);
+          s.cluster[j] = next;
+          s.stack.push_back(j);
+        }
+      }
+    }
+    ++next;
+  }
+  // Border points: the smallest cluster number among core neighbours; the rest is noise.
+  for (int32_t i = 0; i < c; ++i) {
+    if ((s.core[i / 64] >> (i % 64)) & 1) {
+      labels[i] = s.cluster[i];
+      continue;
+    }
+    const uint64_t* r = row_bits(i);
+    int32_t best = kNone;
+    for (int32_t w = 0; w < words; ++w) {
+      for (uint64_t found = r[w] & s.core[w]; found; found &= found - 1) {
+        best = std::min(best, s.cluster[64 * w + lowest_bit(found)]);
+      }
+    }
+    if (best != kNone) labels[i] = best;
+  }
+}
+
+void check_counts(const int64_t* counts, int64_t B, int64_t n) {
+  for (int64_t b = 0; b < B; ++b) {
+    if (counts[b] < 0 || counts[b] > n) {
+      throw std::invalid_argument("counts[" + std::to_string(b) + "] = " + std::to_string(counts[b]) +
+                                  " is outside [0, " + std::to_string(n) + "]");
+    }
+  }
+}
+
+Image image_at(const float* approx, const double* points, const int64_t* counts, int64_t b,
+               int64_t n, int64_t d) {
+  return Image{approx + b * n * n, n, points + b * n * d, d, static_cast<int32_t>(counts[b]), {}};
+}
+
+}  // namespace
+
+void certified_pair_ranks_cpu(const float* approx, const double* points, const int64_t* counts,
+                              const int64_t* ranks, double* out, int64_t B, int64_t n, int64_t d,
+                              int64_t K) {
+  if (n >= kNone) throw std::invalid_argument("approx has too many points per image");
+  check_counts(counts, B, n);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t M = counts[b] * (counts[b] - 1) / 2;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t r = ranks[b * K + k];
+      if (r < 0 || r >= M) {
+        throw std::invalid_argument("ranks[" + std::to_string(b) + ", " + std::to_string(k) + "] = " +
+                                    std::to_string(r) + " is outside [0, " + std::to_string(M) +
+                                    "), the number of pairs of image " + std::to_string(b));
+      }
+    }
+  }
+  if (K == 0) return;
+  const double coefficient = slack_coefficient(d);
+  const int workers = worker_count(B);
+  std::vector<SelectScratch> scratch(workers);
+  parallel_for_items(B, workers, [&](int w, int64_t b) {
+    Image img = image_at(approx, points, counts, b, n, d);
+    img.prepare(coefficient);
+    std::vector<int64_t> order(K);
+    std::iota(order.begin(), order.end(), 0);
+    const int64_t* r = ranks + b * K;
+    std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return r[x] < r[y]; });
+    std::vector<int64_t> sorted(K);
+    for (int64_t t = 0; t < K; ++t) sorted[t] = r[order[t]];
+    std::vector<double> values(K);
+    select_certified(img, sorted, values.data(), scratch[w]);
+    for (int64_t t = 0; t < K; ++t) out[b * K + order[t]] = values[t];
+  });
+}
+
+void certified_dbscan_labels_cpu(const float* approx, const double* points, const int64_t* counts,
+                                 const double* threshold, const int64_t* min_samples, int64_t* labels,
+                                 int64_t B, int64_t n, int64_t d) {
+  if (n >= kNone) throw std::invalid_argument("approx has too many points per image");
+  check_counts(counts, B, n);
+  for (int64_t b = 0; b < B; ++b) {
+    const std::string at = "[" + std::to_string(b) + "]";
+    if (!(threshold[b] >= 0)) {
+      throw std::invalid_argument("threshold" + at + " = " + std::to_string(threshold[b]) +
+                                  " must be a non-negative number");
+    }
+    if (min_samples[b] < 1) {
+      throw std::invalid_argument("min_samples" + at + " = " + std::to_string(min_samples[b]) +
+                                  " must be at least 1");
+    }
+  }
+  const double coefficient = slack_coefficient(d);
+  const int workers = worker_count(B);
+  std::vector<LabelScratch> scratch(workers);
+  parallel_for_items(B, workers, [&](int w, int64_t b) {
+    Image img = image_at(approx, points, counts, b, n, d);
+    img.prepare(coefficient);
+    label_image(img, threshold[b], min_samples[b], labels + b * n, scratch[w]);
+  });
+}
+
+}  // namespace cfcam
