@@ -5,10 +5,14 @@ last block, 7 x 7 maps), non-negative like ReLU activations, with eps = the 25th
 of the pair distances (SPEC.md step 3) and min_samples = 76 (SPEC.md step 4).
 
 - ``sklearn``: ``DBSCAN(eps, min_samples).fit(points)``, eps already given.
-- ``native``: distances (``torch.cdist``, float64), eps by ``pair_ranks`` and labels by
-  ``dbscan_labels``: the whole clustering, eps included, per image.
-- ``select+label``: ``pair_ranks`` + ``dbscan_labels`` on given distances (the issue's
-  "eps selection plus labelling" target), at batch 1 and 8 on the CPU, 64 on CUDA.
+- ``dbscan native``: ``cf.cluster.dbscan(points, eps, min_samples, backend="native")``, the
+  same points and eps, distances included (on the CPU: the certified float32 stage).
+- ``native cluster``: the whole clustering of CF-CAM, eps included, from the points: on the
+  CPU the certified stage (float32 products, ``certified_pair_ranks``,
+  ``certified_dbscan_labels``).
+- ``select+label``: ``pair_ranks`` + ``dbscan_labels`` on given float64 distances (the
+  issue's "eps selection plus labelling" target), at batch 1 and 8 on the CPU, 64 on CUDA;
+  and the certified pair on given float32 distances, on the CPU.
 
 Run with ``pytest bench/test_bench_native.py --benchmark-only``; times are per call, so
 divide batched rows by the batch size.
@@ -20,7 +24,11 @@ import pytest
 import torch
 from sklearn.cluster import DBSCAN
 
+import cfcam_fast as cf
 from cfcam_fast import _native as native
+from cfcam_fast import cluster
+from cfcam_fast.cluster import certified
+from cfcam_fast.workspace import pair_buffer
 
 POINTS, DIMS, MIN_SAMPLES, PERCENTILE = 1536, 49, 76, 25.0
 
@@ -55,6 +63,24 @@ def _cluster(points: torch.Tensor) -> torch.Tensor:
     return native.dbscan_labels(dist, counts, _eps(dist, counts), min_samples)
 
 
+def _certified_eps(approx: torch.Tensor, points: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    pairs = counts * (counts - 1) // 2
+    k_float = (PERCENTILE / 100.0) * (2 * pairs - 1).double()
+    frac = k_float - torch.floor(k_float)
+    low_high = native.certified_pair_ranks(approx, points, counts, _eps_ranks(counts)).sqrt()
+    return (low_high[:, 0] + frac * (low_high[:, 1] - low_high[:, 0])).clamp(min=1e-5)
+
+
+def _certified_cluster(points: torch.Tensor) -> torch.Tensor:
+    """The CPU clustering of the native backend: float32 products, exact eps and labels."""
+    approx = certified.approx_sq_distances(points, out=pair_buffer(points.shape[:2] + points.shape[1:2],
+                                                                   torch.float32, points.device))
+    counts = torch.full((points.shape[0],), points.shape[1], dtype=torch.int64)
+    eps = _certified_eps(approx, points, counts)
+    return native.certified_dbscan_labels(approx, points, counts, cluster.sq_threshold(eps),
+                                          torch.full_like(counts, MIN_SAMPLES))
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -76,11 +102,19 @@ def test_sklearn_dbscan_given_eps(benchmark):
     benchmark(lambda: DBSCAN(eps=eps, min_samples=MIN_SAMPLES).fit(x).labels_)
 
 
+def test_dbscan_native_given_eps(benchmark):
+    _skip_unless(torch.device("cpu"))
+    points = _problems(1)
+    eps = float(_certified_eps(certified.approx_sq_distances(points), points, torch.tensor([POINTS]))[0])
+    benchmark(lambda: cf.cluster.dbscan(points[0], eps, MIN_SAMPLES, backend="native"))
+
+
 @pytest.mark.parametrize("batch", [1, 8])
-def test_native_cluster_with_distances(benchmark, batch):
+@pytest.mark.parametrize("stage", ["float64", "certified"])
+def test_native_cluster_with_distances(benchmark, batch, stage):
     _skip_unless(torch.device("cpu"))
     points = _problems(batch)
-    benchmark(_cluster, points)
+    benchmark(_certified_cluster if stage == "certified" else _cluster, points)
 
 
 @pytest.mark.parametrize("device, batch", [("cpu", 1), ("cpu", 8), ("cuda", 64)])
@@ -100,6 +134,18 @@ def test_native_select_and_label(benchmark, device, batch):
     benchmark(select_and_label)
 
 
+@pytest.mark.parametrize("batch", [1, 8])
+def test_certified_select_and_label(benchmark, batch):
+    _skip_unless(torch.device("cpu"))
+    points = _problems(batch)
+    approx = certified.approx_sq_distances(points)
+    counts = torch.full((batch,), POINTS, dtype=torch.int64)
+    min_samples = torch.full_like(counts, MIN_SAMPLES)
+    benchmark(lambda: native.certified_dbscan_labels(approx, points, counts,
+                                                     cluster.sq_threshold(_certified_eps(approx, points, counts)),
+                                                     min_samples))
+
+
 def test_native_labels_agree_with_sklearn():
     """Not a timing: on these problems the native labels equal scikit-learn's on the same
     (precomputed) distances, so the timings above compare equal work."""
@@ -111,3 +157,4 @@ def test_native_labels_agree_with_sklearn():
     upper = np.triu(dist[0].numpy(), 1)  # the native op reads the upper triangle only
     expected = DBSCAN(eps=float(eps[0]), min_samples=MIN_SAMPLES, metric="precomputed").fit(upper + upper.T)
     np.testing.assert_array_equal(labels, expected.labels_)
+    np.testing.assert_array_equal(_certified_cluster(points)[0].numpy(), expected.labels_)

@@ -1,11 +1,15 @@
 """Each CF-CAM stage of the torch backend on captured ``[8, 2048, 7, 7]`` tensors.
 
-Run with ``pytest bench/ --benchmark-only``. The DBSCAN labelling and the eps selection are
-timed per available implementation; unavailable ones skip with the reason.
+Run with ``pytest bench/ --benchmark-only``. The distances, the DBSCAN labelling and the eps
+selection are timed per available implementation, the certified float32 stage of the CPU
+(``cluster.certified``) included; unavailable ones skip with the reason.
 """
 import pytest
+import torch
 
 from cfcam_fast import CFCAMConfig, cluster
+from cfcam_fast.cluster import certified
+from cfcam_fast.workspace import pair_buffer
 from cfcam_fast.backends.torch_backend import _native_select, channel_weights, combine, importance_split
 from cfcam_fast.selection import eps_from_sq_distances, pair_ranks_torch
 
@@ -26,12 +30,31 @@ def test_importance_split(benchmark, stages):
     _timed(benchmark, importance_split, stages.A.flatten(2), CONFIG.importance_percentile)
 
 
-def test_pairwise_distances(benchmark, stages):
-    _timed(benchmark, cluster.pairwise_sq_distances, stages.points)
+def _approx(stages):
+    """The certified CPU stage's float32 distances (skips where that stage cannot run)."""
+    if not certified.usable(DEVICE):
+        pytest.skip("the certified stage runs on the CPU with the native ops built")
+    n = stages.points.shape[1]
+    return certified.approx_sq_distances(stages.points, out=pair_buffer((stages.points.shape[0], n, n),
+                                                                        torch.float32, DEVICE))
 
 
-@pytest.mark.parametrize("select", ["torch", "native"])
+@pytest.mark.parametrize("precision", ["float64", "float32-certified"])
+def test_pairwise_distances(benchmark, stages, precision):
+    if precision == "float64":
+        _timed(benchmark, cluster.pairwise_sq_distances, stages.points)
+    else:
+        out = _approx(stages)
+        _timed(benchmark, certified.approx_sq_distances, stages.points, out)
+
+
+@pytest.mark.parametrize("select", ["torch", "native", "certified"])
 def test_eps_selection(benchmark, stages, select):
+    if select == "certified":
+        approx = _approx(stages)
+        _timed(benchmark, eps_from_sq_distances, approx, stages.counts, CONFIG.eps_percentile, CONFIG.eps_floor,
+               certified.pair_ranks(stages.points, approx))
+        return
     if select == "native":
         reason = cluster.unavailable_reason("native", DEVICE)
         if reason:
@@ -41,8 +64,12 @@ def test_eps_selection(benchmark, stages, select):
            CONFIG.eps_floor, fn)
 
 
-@pytest.mark.parametrize("backend", cluster.BACKENDS)
+@pytest.mark.parametrize("backend", cluster.BACKENDS + ("certified",))
 def test_dbscan_labelling(benchmark, stages, backend):
+    if backend == "certified":
+        approx = _approx(stages)
+        _timed(benchmark, certified.labels, stages.points, approx, stages.counts, stages.eps, stages.min_samples)
+        return
     reason = cluster.unavailable_reason(backend, DEVICE)
     if reason:
         pytest.skip(reason)

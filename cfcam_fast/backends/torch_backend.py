@@ -7,8 +7,6 @@ chunks of images sized by ``config.memory_budget_bytes``.
 from __future__ import annotations
 
 import math
-import threading
-
 import torch
 import torch.nn.functional as F
 
@@ -17,30 +15,13 @@ from ..cluster import certified
 from ..config import CFCAMConfig, CFCAMResult
 from ..filters import filter_maps, gaussian_mean_map, official_kernel, official_mean_map
 from ..selection import eps_from_sq_distances, pair_ranks_torch
+from ..workspace import pair_buffer
 from ..spec_math import lerp, linear_percentile_position, min_samples_for
 
 # Bytes the pairwise stage holds per (point, point) entry, at most: float64 distances and
 # their temporaries, the bool neighbour masks and the int32 labels of the propagation (the
 # certified CPU stage needs less: float32 distances and a byte per pair per thread).
 PAIR_BYTES = 40
-
-_workspace = threading.local()
-
-
-def _pair_buffer(shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device):
-    """A buffer for the pairwise stage, kept per thread and dtype on the CPU: faulting in
-    fresh pages for every call costs more than the matrix product that fills them. It
-    holds at most one chunk (``memory_budget_bytes``). ``None`` elsewhere (CUDA's caching
-    allocator already reuses memory)."""
-    if device.type != "cpu":
-        return None
-    numel = shape[0] * shape[1] * shape[2]
-    buffers = _workspace.__dict__.setdefault("buffers", {})
-    buf = buffers.get(dtype)
-    if buf is None or buf.numel() < numel:
-        buf = buffers[dtype] = torch.empty(numel, dtype=dtype)
-    return buf[:numel].view(shape)
-
 
 def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, config: CFCAMConfig,
             return_filtered: bool = False, *, weights_fn=None, combine_fn=None) -> CFCAMResult:
@@ -99,12 +80,12 @@ def _cluster_chunk(points: torch.Tensor, counts: torch.Tensor, min_samples: torc
     one set of squared distances (float64, or float32 certified against float64)."""
     shape = tuple(points.shape[:2]) + (points.shape[1],)
     if dbscan_backend == "native" and certified.usable(points.device):
-        approx = certified.approx_sq_distances(points, out=_pair_buffer(shape, torch.float32, points.device))
+        approx = certified.approx_sq_distances(points, out=pair_buffer(shape, torch.float32, points.device))
         eps = eps_from_sq_distances(approx, counts, config.eps_percentile, config.eps_floor,
                                     certified.pair_ranks(points, approx))
         threshold = cluster.sq_threshold(eps.nan_to_num(0.0))
         return eps, certified.labels(points, approx, counts, threshold, min_samples)
-    sq_dist = cluster.pairwise_sq_distances(points, out=_pair_buffer(shape, torch.float64, points.device))
+    sq_dist = cluster.pairwise_sq_distances(points, out=pair_buffer(shape, torch.float64, points.device))
     # The eps selection is its own stage: the compiled selector wherever it is built.
     select = _native_select if cluster.unavailable_reason("native", points.device) is None else pair_ranks_torch
     eps = eps_from_sq_distances(sq_dist, counts, config.eps_percentile, config.eps_floor, select)

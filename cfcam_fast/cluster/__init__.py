@@ -13,6 +13,7 @@ from typing import Optional, Union
 
 import torch
 
+from ..workspace import pair_buffer
 from . import certified, cuml_dbscan
 
 BACKENDS = ("sklearn", "torch", "native", "cuml")
@@ -131,8 +132,10 @@ def dbscan(points: torch.Tensor, eps: Union[float, torch.Tensor], min_samples: U
     packed = pts.gather(1, order[:, :, None].expand_as(pts))
     threshold, ms_t = sq_threshold(eps_t), ms_t.to(torch.int64)
     if resolve(backend, device) == "native" and certified.usable(device):
-        labels = certified.labels(packed, certified.approx_sq_distances(packed), counts, threshold, ms_t)
+        approx = certified.approx_sq_distances(packed, out=pair_buffer((B, n, n), torch.float32, device))
+        labels = certified.labels(packed, approx, counts, threshold, ms_t)
     else:
-        labels = labels_from_distances(pairwise_sq_distances(packed), counts, threshold, ms_t, backend)
+        dist = pairwise_sq_distances(packed, out=pair_buffer((B, n, n), torch.float64, device))
+        labels = labels_from_distances(dist, counts, threshold, ms_t, backend)
     out = torch.full((B, n), -1, dtype=torch.int64, device=device).scatter_(1, order, labels.to(torch.int64))
     return out[0] if single else out
