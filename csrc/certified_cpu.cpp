@@ -50,15 +50,21 @@ struct Image {
   int64_t d;
   int32_t count;
   std::vector<float> slack;
+  std::vector<uint8_t> zero;  // all-zero points (dead ReLU channels): exactly 0 apart
+  int64_t zeros = 0;
 
   void prepare(double coefficient) {
     // An absolute term covers float32 underflow: (d + 4) units of the smallest subnormal.
     const double floor = static_cast<double>(d + 4) * std::ldexp(1.0, -149);
     slack.resize(count);
+    zero.resize(count);
+    zeros = 0;
     for (int32_t i = 0; i < count; ++i) {
       const double* x = points + i * d;
       const double norm = std::inner_product(x, x + d, x, 0.0);
       slack[i] = std::nextafter(static_cast<float>(coefficient * norm + floor), kInf);
+      zero[i] = norm == 0.0;
+      zeros += zero[i];
     }
   }
   const float* row(int32_t i) const { return approx + static_cast<int64_t>(i) * n; }
@@ -85,14 +91,16 @@ inline bool nan_last_less(float a, float b) { return a < b || (std::isnan(b) && 
 
 // keep[t] = 1 unless a[t] is certainly below `low` or certainly above `high`; returns the
 // number certainly below. (low, high: the bracket minus / plus the row point's slack.)
+// Pairs of two zero points (skip[t] on a zero row) are left out of both.
 CFCAM_VECTOR_CLONES
-int32_t bracket_row(const float* a, const float* slack, int32_t len, float low, float high, uint8_t* keep) {
+int32_t bracket_row(const float* a, const float* slack, const uint8_t* skip, int32_t len, float low,
+                    float high, uint8_t* keep) {
   int32_t below = 0;
   for (int32_t t = 0; t < len; ++t) {
     const bool under = a[t] + slack[t] < low;
     const bool over = a[t] - slack[t] > high;
-    below += under;
-    keep[t] = !under & !over;
+    below += under & !skip[t];
+    keep[t] = !under & !over & !skip[t];
   }
   return below;
 }
@@ -144,7 +152,7 @@ struct SelectScratch {
   Kept kept;
   std::vector<float> sample;
   std::vector<double> exact;
-  std::vector<uint8_t> flags;
+  std::vector<uint8_t> flags, no_skip;
 };
 
 constexpr int64_t kSampleSize = 16384;
@@ -167,13 +175,15 @@ bool select_exact(std::vector<double>& exact, int64_t base, const std::vector<in
   return true;
 }
 
-// Every pair's exact value, then a plain selection: the path for small images and the
-// fallback when both brackets miss (never wrong, only slower).
+// Every pair's exact value (pairs of two zero points left out), then a plain selection: the
+// path for small images and the fallback when both brackets miss (never wrong, only slower).
 void select_all_exact(const Image& img, const std::vector<int64_t>& ranks, double* out,
                       std::vector<double>& exact) {
   exact.clear();
   for (int32_t i = 0; i + 1 < img.count; ++i) {
-    for (int32_t j = i + 1; j < img.count; ++j) exact.push_back(img.exact(i, j));
+    for (int32_t j = i + 1; j < img.count; ++j) {
+      if (!(img.zero[i] & img.zero[j])) exact.push_back(img.exact(i, j));
+    }
   }
   select_exact(exact, 0, ranks, out);
 }
@@ -227,13 +237,15 @@ bool select_in(const Image& img, float lo, float hi, size_t limit, const std::ve
   kept.reserve(limit + 8);
   kept.size = 0;
   s.flags.resize(c);
+  s.no_skip.assign(c, 0);
   const float* slack = img.slack.data();
   int64_t below = 0;
   for (int32_t i = 0; i + 1 < c; ++i) {
     const float* row = img.row(i) + i + 1;
     const int32_t len = c - i - 1;
     const uint8_t* flags = s.flags.data();
-    below += bracket_row(row, slack + i + 1, len, lo - slack[i], hi + slack[i], s.flags.data());
+    const uint8_t* skip = (img.zero[i] ? img.zero.data() : s.no_skip.data()) + i + 1;
+    below += bracket_row(row, slack + i + 1, skip, len, lo - slack[i], hi + slack[i], s.flags.data());
     // Kept flags are rare: skip clear words, copy the others branch-free.
     size_t k = kept.size;
     for (int32_t t0 = 0; t0 < len; t0 += 8) {
@@ -261,15 +273,17 @@ bool select_in(const Image& img, float lo, float hi, size_t limit, const std::ve
   return true;
 }
 
-// A stratified sample of approx values (one random pair in each of kSampleSize equal runs
-// of the upper triangle, read in memory order) brackets the ranks with four standard
-// deviations of the sample rank either side; on a miss, one retry four times wider, then
-// every pair recomputed.
-void select_certified(const Image& img, const std::vector<int64_t>& ranks, double* out, SelectScratch& s) {
+// The ranks among the pairs that are not two zero points (dead channels, exactly 0 apart,
+// often most of the pairs): a stratified sample of approx values (one random pair in each
+// of kSampleSize equal runs of the upper triangle, read in memory order) brackets them with
+// four standard deviations of the sample rank either side; on a miss, one retry four times
+// wider, then every pair recomputed.
+void select_nonzero_pairs(const Image& img, const std::vector<int64_t>& ranks, double* out, SelectScratch& s) {
   const int32_t c = img.count;
   const int64_t M = static_cast<int64_t>(c) * (c - 1) / 2;
-  if (M * img.d <= kDirectWork) return select_all_exact(img, ranks, out, s.exact);
-  s.sample.resize(kSampleSize);
+  const int64_t kept_pairs = M - img.zeros * (img.zeros - 1) / 2;
+  if (kept_pairs * img.d <= kDirectWork) return select_all_exact(img, ranks, out, s.exact);
+  s.sample.clear();
   uint64_t state = 0x5EED5EEDull;
   int32_t i = 0;
   int64_t row_start = 0;  // triangle index of (i, i + 1)
@@ -280,13 +294,16 @@ void select_certified(const Image& img, const std::vector<int64_t>& ranks, doubl
       row_start += c - i - 1;
       ++i;
     }
-    s.sample[t] = img.row(i)[i + 1 + (p - row_start)];
+    const int32_t j = static_cast<int32_t>(i + 1 + (p - row_start));
+    if (!(img.zero[i] & img.zero[j])) s.sample.push_back(img.row(i)[j]);
   }
-  const double S = static_cast<double>(kSampleSize);
-  const double p_lo = static_cast<double>(ranks.front()) / M;
-  const double p_hi = static_cast<double>(ranks.back() + 1) / M;
+  const auto size = static_cast<int64_t>(s.sample.size());
+  const double S = static_cast<double>(size);
+  const double p_lo = static_cast<double>(ranks.front()) / kept_pairs;
+  const double p_hi = static_cast<double>(ranks.back() + 1) / kept_pairs;
   auto margin = [&](double p) { return 4.0 * std::sqrt(S * p * (1.0 - p)) + 4.0; };
   for (double widen : {1.0, 4.0}) {
+    if (size < 64) break;
     const auto lo_i = static_cast<int64_t>(std::floor(p_lo * S - widen * margin(p_lo)));
     const auto hi_i = static_cast<int64_t>(std::ceil(p_hi * S + widen * margin(p_hi)));
     float lo = -kInf, hi = kInf;
@@ -294,17 +311,32 @@ void select_certified(const Image& img, const std::vector<int64_t>& ranks, doubl
       std::nth_element(s.sample.begin(), s.sample.begin() + lo_i, s.sample.end(), nan_last_less);
       lo = s.sample[lo_i];
     }
-    if (hi_i < kSampleSize) {
+    if (hi_i < size) {
       std::nth_element(s.sample.begin() + std::max<int64_t>(lo_i, 0), s.sample.begin() + hi_i, s.sample.end(),
                        nan_last_less);
       hi = s.sample[hi_i];
     }
     if (std::isnan(lo) || std::isnan(hi)) break;
-    const double expected = (std::min(1.0, (hi_i + 1) / S) - std::max(0.0, lo_i / S)) * M;
-    const auto limit = static_cast<size_t>(std::min<double>(M, 4.0 * expected + 1024.0));
+    const double expected = (std::min(1.0, (hi_i + 1) / S) - std::max(0.0, lo_i / S)) * kept_pairs;
+    const auto limit = static_cast<size_t>(std::min<double>(kept_pairs, 4.0 * expected + 1024.0));
     if (select_in(img, lo, hi, limit, ranks, out, s)) return;
   }
   select_all_exact(img, ranks, out, s.exact);
+}
+
+// Ranks below the number of zero-point pairs are 0 (nothing is below 0); the others are
+// ranks among the remaining pairs.
+void select_certified(const Image& img, const std::vector<int64_t>& ranks, double* out, SelectScratch& s) {
+  const int64_t zero_pairs = img.zeros * (img.zeros - 1) / 2;
+  std::vector<int64_t> rest;
+  for (size_t t = 0; t < ranks.size(); ++t) {
+    if (ranks[t] < zero_pairs) {
+      out[t] = 0.0;
+    } else {
+      rest.push_back(ranks[t] - zero_pairs);
+    }
+  }
+  if (!rest.empty()) select_nonzero_pairs(img, rest, out + (ranks.size() - rest.size()), s);
 }
 
 // ----------------------------------------------------------------------------- labelling

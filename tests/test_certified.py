@@ -22,7 +22,7 @@ from cfcam_fast.selection import eps_from_sq_distances
 pytestmark = pytest.mark.skipif(not certified.usable(torch.device("cpu")),
                                 reason="the native CPU ops are not built")
 
-KINDS = ("gauss", "dead", "lattice", "huge", "tiny", "mixed")
+KINDS = ("gauss", "dead", "mostly-dead", "lattice", "huge", "tiny", "mixed")
 
 
 def exact_sq(points: torch.Tensor) -> torch.Tensor:
@@ -39,6 +39,8 @@ def make_points(kind: str, B: int, n: int, d: int, gen: torch.Generator) -> torc
     x = torch.randn(B, n, d, generator=gen)
     if kind == "dead":  # ReLU activations, a third of the points all zero
         x = x.relu() * (torch.rand(B, n, 1, generator=gen) > 1 / 3)
+    elif kind == "mostly-dead":  # as EfficientNet-Lite0's bn2: 85% all zero, eps inside the zeros
+        x = x.relu() * (torch.rand(B, n, 1, generator=gen) > 0.85)
     elif kind == "lattice":  # few distinct distances: huge tie groups, pairs at eps
         x = torch.randint(0, 3, (B, n, d), generator=gen).float()
     elif kind == "huge":  # float32 squares overflow: every approx value is inf
@@ -67,8 +69,11 @@ def test_pair_ranks_equal_numpy_on_exact_distances(kind, n, d):
     M = counts * (counts - 1) // 2
     # The eps ranks (25th percentile of the doubled list), both extremes and random ones.
     q = torch.rand(B, 4, generator=gen)
+    zeros = torch.stack([(points[b, :int(counts[b])] == 0).all(1).sum() for b in range(B)])
+    zero_pairs = zeros * (zeros - 1) // 2  # the last rank that is 0, the first that is not
     ranks = torch.cat([(M[:, None] * 3 // 8).expand(B, 2) + torch.tensor([0, 1]), torch.zeros(B, 1, dtype=torch.int64),
-                       M[:, None] - 1, (q * M[:, None]).long()], 1).clamp(max=(M - 1)[:, None])
+                       M[:, None] - 1, (q * M[:, None]).long(), (zero_pairs[:, None] - 1).clamp(min=0),
+                       zero_pairs[:, None]], 1).clamp(max=(M - 1)[:, None])
     got = _native.certified_pair_ranks(approx, points.double().contiguous(), counts, ranks)
     for b in range(B):
         c = int(counts[b])
