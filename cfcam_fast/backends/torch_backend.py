@@ -81,10 +81,11 @@ def _cluster_chunk(points: torch.Tensor, counts: torch.Tensor, min_samples: torc
     shape = tuple(points.shape[:2]) + (points.shape[1],)
     if dbscan_backend == "native" and certified.usable(points.device):
         approx = certified.approx_sq_distances(points, out=pair_buffer(shape, torch.float32, points.device))
+        exact_points = points.to(torch.float64).contiguous()
         eps = eps_from_sq_distances(approx, counts, config.eps_percentile, config.eps_floor,
-                                    certified.pair_ranks(points, approx))
+                                    certified.pair_ranks(exact_points, approx))
         threshold = cluster.sq_threshold(eps.nan_to_num(0.0))
-        return eps, certified.labels(points, approx, counts, threshold, min_samples)
+        return eps, certified.labels(exact_points, approx, counts, threshold, min_samples)
     sq_dist = cluster.pairwise_sq_distances(points, out=pair_buffer(shape, torch.float64, points.device))
     # The eps selection is its own stage: the compiled selector wherever it is built.
     select = _native_select if cluster.unavailable_reason("native", points.device) is None else pair_ranks_torch
