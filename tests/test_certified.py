@@ -179,3 +179,19 @@ def test_bad_arguments_are_value_errors(change, match):
             continue
         with pytest.raises(ValueError, match=match):
             call()
+
+
+def test_certified_ops_are_registered_for_torch_compile():
+    args = _args()
+    approx, points, counts = args["approx"], args["points"], args["counts"]
+    torch.library.opcheck(torch.ops.cfcam_fast.certified_pair_ranks.default, (approx, points, counts, args["ranks"]))
+    torch.library.opcheck(torch.ops.cfcam_fast.certified_dbscan_labels.default,
+                          (approx, points, counts, args["threshold"], args["min_samples"]))
+
+    def eps_then_labels(a, p, c, r, m):
+        threshold = _native.certified_pair_ranks(a, p, c, r)[:, 0].contiguous()
+        return _native.certified_dbscan_labels(a, p, c, threshold, m)
+
+    compiled = torch.compile(eps_then_labels, backend="aot_eager", fullgraph=True)
+    call = (approx, points, counts, args["ranks"], args["min_samples"])
+    assert torch.equal(compiled(*call), eps_then_labels(*call))
