@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "checks_cpu.h"
 #include "ops_cpu.h"
 #include "parallel_cpu.h"
 
@@ -469,18 +470,24 @@ void label_image(const Image& img, double threshold, int64_t min_samples, int64_
   }
 }
 
-void check_counts(const int64_t* counts, int64_t B, int64_t n) {
-  for (int64_t b = 0; b < B; ++b) {
-    if (counts[b] < 0 || counts[b] > n) {
-      throw std::invalid_argument("counts[" + std::to_string(b) + "] = " + std::to_string(counts[b]) +
-                                  " is outside [0, " + std::to_string(n) + "]");
-    }
-  }
-}
-
 Image image_at(const float* approx, const double* points, const int64_t* counts, int64_t b,
                int64_t n, int64_t d) {
   return Image{approx + b * n * n, n, points + b * n * d, d, static_cast<int32_t>(counts[b]), {}};
+}
+
+// Runs body(image, scratch) for every image, on up to one thread per core, each image's
+// slack prepared and a scratch per thread.
+template <typename Scratch, typename Body>
+void for_each_image(const float* approx, const double* points, const int64_t* counts, int64_t B, int64_t n,
+                    int64_t d, Body&& body) {
+  const double coefficient = slack_coefficient(d);
+  const int workers = worker_count(B);
+  std::vector<Scratch> scratch(workers);
+  parallel_for_items(B, workers, [&](int w, int64_t b) {
+    Image img = image_at(approx, points, counts, b, n, d);
+    img.prepare(coefficient);
+    body(img, scratch[w], b);
+  });
 }
 
 }  // namespace
@@ -489,25 +496,12 @@ void certified_pair_ranks_cpu(const float* approx, const double* points, const i
                               const int64_t* ranks, double* out, int64_t B, int64_t n, int64_t d,
                               int64_t K) {
   if (n >= kNone) throw std::invalid_argument("approx has too many points per image");
-  check_counts(counts, B, n);
+  check_counts(counts, B, n, "counts");
   for (int64_t b = 0; b < B; ++b) {
-    const int64_t M = counts[b] * (counts[b] - 1) / 2;
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t r = ranks[b * K + k];
-      if (r < 0 || r >= M) {
-        throw std::invalid_argument("ranks[" + std::to_string(b) + ", " + std::to_string(k) + "] = " +
-                                    std::to_string(r) + " is outside [0, " + std::to_string(M) +
-                                    "), the number of pairs of image " + std::to_string(b));
-      }
-    }
+    check_ranks(ranks + b * K, K, counts[b] * (counts[b] - 1) / 2, b, "pairs i < j < counts[b]");
   }
   if (K == 0) return;
-  const double coefficient = slack_coefficient(d);
-  const int workers = worker_count(B);
-  std::vector<SelectScratch> scratch(workers);
-  parallel_for_items(B, workers, [&](int w, int64_t b) {
-    Image img = image_at(approx, points, counts, b, n, d);
-    img.prepare(coefficient);
+  for_each_image<SelectScratch>(approx, points, counts, B, n, d, [&](const Image& img, SelectScratch& s, int64_t b) {
     std::vector<int64_t> order(K);
     std::iota(order.begin(), order.end(), 0);
     const int64_t* r = ranks + b * K;
@@ -515,7 +509,7 @@ void certified_pair_ranks_cpu(const float* approx, const double* points, const i
     std::vector<int64_t> sorted(K);
     for (int64_t t = 0; t < K; ++t) sorted[t] = r[order[t]];
     std::vector<double> values(K);
-    select_certified(img, sorted, values.data(), scratch[w]);
+    select_certified(img, sorted, values.data(), s);
     for (int64_t t = 0; t < K; ++t) out[b * K + order[t]] = values[t];
   });
 }
@@ -524,25 +518,10 @@ void certified_dbscan_labels_cpu(const float* approx, const double* points, cons
                                  const double* threshold, const int64_t* min_samples, int64_t* labels,
                                  int64_t B, int64_t n, int64_t d) {
   if (n >= kNone) throw std::invalid_argument("approx has too many points per image");
-  check_counts(counts, B, n);
-  for (int64_t b = 0; b < B; ++b) {
-    const std::string at = "[" + std::to_string(b) + "]";
-    if (!(threshold[b] >= 0)) {
-      throw std::invalid_argument("threshold" + at + " = " + std::to_string(threshold[b]) +
-                                  " must be a non-negative number");
-    }
-    if (min_samples[b] < 1) {
-      throw std::invalid_argument("min_samples" + at + " = " + std::to_string(min_samples[b]) +
-                                  " must be at least 1");
-    }
-  }
-  const double coefficient = slack_coefficient(d);
-  const int workers = worker_count(B);
-  std::vector<LabelScratch> scratch(workers);
-  parallel_for_items(B, workers, [&](int w, int64_t b) {
-    Image img = image_at(approx, points, counts, b, n, d);
-    img.prepare(coefficient);
-    label_image(img, threshold[b], min_samples[b], labels + b * n, scratch[w]);
+  check_counts(counts, B, n, "counts");
+  check_dbscan_parameters(threshold, "threshold", min_samples, B);
+  for_each_image<LabelScratch>(approx, points, counts, B, n, d, [&](const Image& img, LabelScratch& s, int64_t b) {
+    label_image(img, threshold[b], min_samples[b], labels + b * n, s);
   });
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "checks_cpu.h"
 #include "ops_cpu.h"
 #include "parallel_cpu.h"
 
@@ -123,21 +124,8 @@ template <typename T>
 void dbscan_labels_cpu(const T* dist, const int64_t* counts, const T* eps,
                        const int64_t* min_samples, int64_t* labels, int64_t B, int64_t n) {
   if (n >= kNone) throw std::invalid_argument("dist has too many points per image");
-  for (int64_t b = 0; b < B; ++b) {
-    const std::string at = "[" + std::to_string(b) + "]";
-    if (counts[b] < 0 || counts[b] > n) {
-      throw std::invalid_argument("counts" + at + " = " + std::to_string(counts[b]) +
-                                  " is outside [0, " + std::to_string(n) + "]");
-    }
-    if (!(eps[b] >= 0)) {
-      throw std::invalid_argument("eps" + at + " = " + std::to_string(eps[b]) +
-                                  " must be a non-negative number");
-    }
-    if (min_samples[b] < 1) {
-      throw std::invalid_argument("min_samples" + at + " = " + std::to_string(min_samples[b]) +
-                                  " must be at least 1");
-    }
-  }
+  check_counts(counts, B, n, "counts");
+  check_dbscan_parameters(eps, "eps", min_samples, B);
   const int workers = worker_count(B);
   std::vector<Scratch> scratch(workers);
   parallel_for_items(B, workers, [&](int w, int64_t b) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "checks_cpu.h"
 #include "ops_cpu.h"
 #include "parallel_cpu.h"
 
@@ -159,30 +160,13 @@ void select_ranks(const Source& src, const int64_t* ranks, int64_t K, T* out,
   select_sorted(buf.data(), M, 0, sorted_ranks, order, out);
 }
 
-void check_ranks(const int64_t* ranks, int64_t K, int64_t M, int64_t b, const char* what) {
-  for (int64_t k = 0; k < K; ++k) {
-    if (ranks[k] < 0 || ranks[k] >= M) {
-      throw std::invalid_argument("ranks[" + std::to_string(b) + ", " + std::to_string(k) + "] = " +
-                                  std::to_string(ranks[k]) + " is outside [0, " + std::to_string(M) +
-                                  "), the number of " + what + " of image " + std::to_string(b));
-    }
-  }
-}
-
-void check_count(int64_t count, int64_t limit, int64_t b, const char* name) {
-  if (count < 0 || count > limit) {
-    throw std::invalid_argument(std::string(name) + "[" + std::to_string(b) + "] = " +
-                                std::to_string(count) + " is outside [0, " + std::to_string(limit) + "]");
-  }
-}
-
 }  // namespace
 
 template <typename T>
 void pair_ranks_cpu(const T* dist, const int64_t* counts, const int64_t* ranks, T* out,
                     int64_t B, int64_t n, int64_t K) {
+  check_counts(counts, B, n, "counts");
   for (int64_t b = 0; b < B; ++b) {
-    check_count(counts[b], n, b, "counts");
     check_ranks(ranks + b * K, K, counts[b] * (counts[b] - 1) / 2, b, "pairs i < j < counts[b]");
   }
   const int workers = worker_count(B);
@@ -195,10 +179,8 @@ void pair_ranks_cpu(const T* dist, const int64_t* counts, const int64_t* ranks, 
 template <typename T>
 void kth_smallest_cpu(const T* values, const int64_t* lengths, const int64_t* ranks, T* out,
                       int64_t B, int64_t L, int64_t K) {
-  for (int64_t b = 0; b < B; ++b) {
-    check_count(lengths[b], L, b, "lengths");
-    check_ranks(ranks + b * K, K, lengths[b], b, "valid values");
-  }
+  check_counts(lengths, B, L, "lengths");
+  for (int64_t b = 0; b < B; ++b) check_ranks(ranks + b * K, K, lengths[b], b, "valid values");
   const int workers = worker_count(B);
   std::vector<std::vector<T>> buffers(workers);
   parallel_for_items(B, workers, [&](int w, int64_t b) {
