@@ -50,3 +50,14 @@ def test_cli_registers_bench():
     parser = cli.build_parser("bench")
     args = parser.parse_args(["bench", "--quick", "--out", "x"])
     assert args.quick and args.out == "x" and args.run is not None
+
+
+def test_device_session_dry_run_on_the_cpu(tmp_path):
+    """The GPU session's script runs end to end on the CPU: every path timed or skipped."""
+    from bench import device_session
+
+    device_session.main(["--out", str(tmp_path), "--device", "cpu", "--batches", "1", "--repeats", "1"])
+    report = json.loads((tmp_path / "device_session.json").read_text())
+    assert len(report["timings"]) == len(device_session.PATHS)
+    assert all(("ms_per_image" in row) != ("skipped" in row) for row in report["timings"])
+    assert "| post-processing, torch backend, DBSCAN native | 1 |" in (tmp_path / "device_session.md").read_text()
