@@ -51,22 +51,59 @@ struct Image {
   int64_t d;
   int32_t count;
   std::vector<float> slack;
-  std::vector<uint8_t> zero;  // all-zero points (dead ReLU channels): exactly 0 apart
-  int64_t zeros = 0;
+  // group[i]: the smallest index of a point equal to x_i. Equal points (dead ReLU channels
+  // above all) are exactly 0 apart, so their pairs are settled without approx values.
+  std::vector<int32_t> group;
+  int64_t same_pairs = 0;
 
   void prepare(double coefficient) {
     // An absolute term covers float32 underflow: (d + 4) units of the smallest subnormal.
     const double floor = static_cast<double>(d + 4) * std::ldexp(1.0, -149);
     slack.resize(count);
-    zero.resize(count);
-    zeros = 0;
     for (int32_t i = 0; i < count; ++i) {
       const double* x = points + i * d;
       const double norm = std::inner_product(x, x + d, x, 0.0);
       slack[i] = std::nextafter(static_cast<float>(coefficient * norm + floor), kInf);
-      zero[i] = norm == 0.0;
-      zeros += zero[i];
     }
+    find_groups();
+  }
+
+  bool equal(int32_t i, int32_t j) const { return std::equal(points + i * d, points + (i + 1) * d, points + j * d); }
+
+  // Sorts the points by a hash of their values, then compares within runs of one hash.
+  void find_groups() {
+    std::vector<uint64_t> key(count);
+    for (int32_t i = 0; i < count; ++i) {
+      uint64_t h = 0xCBF29CE484222325ull;
+      for (int64_t k = 0; k < d; ++k) {
+        const double v = points[i * d + k] + 0.0;  // -0.0 and 0.0 hash alike
+        uint64_t bits;
+        std::memcpy(&bits, &v, 8);
+        h = (h ^ bits) * 0x100000001B3ull;
+      }
+      key[i] = h;
+    }
+    std::vector<int32_t> order(count);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return key[a] != key[b] ? key[a] < key[b] : a < b; });
+    group.resize(count);
+    std::vector<int64_t> size(count, 0);
+    std::vector<int32_t> firsts;  // the group leaders met in the current run of one hash
+    for (int32_t t = 0; t < count; ++t) {
+      const int32_t i = order[t];
+      if (t == 0 || key[order[t - 1]] != key[i]) firsts.clear();
+      group[i] = i;
+      for (int32_t leader : firsts) {
+        if (equal(leader, i)) {
+          group[i] = leader;
+          break;
+        }
+      }
+      if (group[i] == i) firsts.push_back(i);
+      ++size[group[i]];
+    }
+    same_pairs = 0;
+    for (int64_t g : size) same_pairs += g * (g - 1) / 2;
   }
   const float* row(int32_t i) const { return approx + static_cast<int64_t>(i) * n; }
   double exact(int32_t i, int32_t j) const { return exact_sq(points + i * d, points + j * d, d); }
@@ -92,26 +129,29 @@ inline bool nan_last_less(float a, float b) { return a < b || (std::isnan(b) && 
 
 // keep[t] = 1 unless a[t] is certainly below `low` or certainly above `high`; returns the
 // number certainly below. (low, high: the bracket minus / plus the row point's slack.)
-// Pairs of two zero points (skip[t] on a zero row) are left out of both.
+// Pairs of equal points (group[t] == own) are left out of both.
 CFCAM_VECTOR_CLONES
-int32_t bracket_row(const float* a, const float* slack, const uint8_t* skip, int32_t len, float low,
-                    float high, uint8_t* keep) {
+int32_t bracket_row(const float* a, const float* slack, const int32_t* group, int32_t own, int32_t len,
+                    float low, float high, uint8_t* keep) {
   int32_t below = 0;
   for (int32_t t = 0; t < len; ++t) {
     const bool under = a[t] + slack[t] < low;
     const bool over = a[t] - slack[t] > high;
-    below += under & !skip[t];
-    keep[t] = !under & !over & !skip[t];
+    const bool same = group[t] == own;
+    below += under & !same;
+    keep[t] = !under & !over & !same;
   }
   return below;
 }
 
-// near[t] = 1 if a[t] is certainly within the threshold; unsure[t] = 1 if it cannot be told.
+// near[t] = 1 if a[t] is certainly within the threshold (or the points are equal: 0 apart);
+// unsure[t] = 1 if it cannot be told.
 CFCAM_VECTOR_CLONES
-void threshold_row(const float* a, const float* slack, int32_t len, float yes_below, float no_above,
-                   uint8_t* near, uint8_t* unsure) {
+void threshold_row(const float* a, const float* slack, const int32_t* group, int32_t own, int32_t len,
+                   float yes_below, float no_above, uint8_t* near, uint8_t* unsure) {
   for (int32_t t = 0; t < len; ++t) {
-    const bool yes = a[t] + slack[t] <= yes_below;
+    const bool same = group[t] == own;
+    const bool yes = (a[t] + slack[t] <= yes_below) | same;
     const bool no = a[t] - slack[t] > no_above;
     near[t] = yes;
     unsure[t] = !yes & !no;
@@ -153,7 +193,7 @@ struct SelectScratch {
   Kept kept;
   std::vector<float> sample;
   std::vector<double> exact;
-  std::vector<uint8_t> flags, no_skip;
+  std::vector<uint8_t> flags;
 };
 
 constexpr int64_t kSampleSize = 16384;
@@ -176,14 +216,14 @@ bool select_exact(std::vector<double>& exact, int64_t base, const std::vector<in
   return true;
 }
 
-// Every pair's exact value (pairs of two zero points left out), then a plain selection: the
+// Every pair's exact value (pairs of equal points left out), then a plain selection: the
 // path for small images and the fallback when both brackets miss (never wrong, only slower).
 void select_all_exact(const Image& img, const std::vector<int64_t>& ranks, double* out,
                       std::vector<double>& exact) {
   exact.clear();
   for (int32_t i = 0; i + 1 < img.count; ++i) {
     for (int32_t j = i + 1; j < img.count; ++j) {
-      if (!(img.zero[i] & img.zero[j])) exact.push_back(img.exact(i, j));
+      if (img.group[i] != img.group[j]) exact.push_back(img.exact(i, j));
     }
   }
   select_exact(exact, 0, ranks, out);
@@ -238,15 +278,14 @@ bool select_in(const Image& img, float lo, float hi, size_t limit, const std::ve
   kept.reserve(limit + 8);
   kept.size = 0;
   s.flags.resize(c);
-  s.no_skip.assign(c, 0);
   const float* slack = img.slack.data();
   int64_t below = 0;
   for (int32_t i = 0; i + 1 < c; ++i) {
     const float* row = img.row(i) + i + 1;
     const int32_t len = c - i - 1;
     const uint8_t* flags = s.flags.data();
-    const uint8_t* skip = (img.zero[i] ? img.zero.data() : s.no_skip.data()) + i + 1;
-    below += bracket_row(row, slack + i + 1, skip, len, lo - slack[i], hi + slack[i], s.flags.data());
+    below += bracket_row(row, slack + i + 1, img.group.data() + i + 1, img.group[i], len, lo - slack[i],
+                         hi + slack[i], s.flags.data());
     // Kept flags are rare: skip clear words, copy the others branch-free.
     size_t k = kept.size;
     for (int32_t t0 = 0; t0 < len; t0 += 8) {
@@ -274,15 +313,15 @@ bool select_in(const Image& img, float lo, float hi, size_t limit, const std::ve
   return true;
 }
 
-// The ranks among the pairs that are not two zero points (dead channels, exactly 0 apart,
-// often most of the pairs): a stratified sample of approx values (one random pair in each
+// The ranks among the pairs of unequal points (equal ones, dead channels above all, are
+// exactly 0 apart and often most of the pairs): a stratified sample of approx values (one random pair in each
 // of kSampleSize equal runs of the upper triangle, read in memory order) brackets them with
 // four standard deviations of the sample rank either side; on a miss, one retry four times
 // wider, then every pair recomputed.
-void select_nonzero_pairs(const Image& img, const std::vector<int64_t>& ranks, double* out, SelectScratch& s) {
+void select_unequal_pairs(const Image& img, const std::vector<int64_t>& ranks, double* out, SelectScratch& s) {
   const int32_t c = img.count;
   const int64_t M = static_cast<int64_t>(c) * (c - 1) / 2;
-  const int64_t kept_pairs = M - img.zeros * (img.zeros - 1) / 2;
+  const int64_t kept_pairs = M - img.same_pairs;
   if (kept_pairs * img.d <= kDirectWork) return select_all_exact(img, ranks, out, s.exact);
   s.sample.clear();
   uint64_t state = 0x5EED5EEDull;
@@ -296,7 +335,7 @@ void select_nonzero_pairs(const Image& img, const std::vector<int64_t>& ranks, d
       ++i;
     }
     const int32_t j = static_cast<int32_t>(i + 1 + (p - row_start));
-    if (!(img.zero[i] & img.zero[j])) s.sample.push_back(img.row(i)[j]);
+    if (img.group[i] != img.group[j]) s.sample.push_back(img.row(i)[j]);
   }
   const auto size = static_cast<int64_t>(s.sample.size());
   const double S = static_cast<double>(size);
@@ -325,10 +364,10 @@ void select_nonzero_pairs(const Image& img, const std::vector<int64_t>& ranks, d
   select_all_exact(img, ranks, out, s.exact);
 }
 
-// Ranks below the number of zero-point pairs are 0 (nothing is below 0); the others are
-// ranks among the remaining pairs.
+// Ranks below the number of pairs of equal points are 0 (nothing is below 0); the others
+// are ranks among the pairs of unequal points.
 void select_certified(const Image& img, const std::vector<int64_t>& ranks, double* out, SelectScratch& s) {
-  const int64_t zero_pairs = img.zeros * (img.zeros - 1) / 2;
+  const int64_t zero_pairs = img.same_pairs;
   std::vector<int64_t> rest;
   for (size_t t = 0; t < ranks.size(); ++t) {
     if (ranks[t] < zero_pairs) {
@@ -337,7 +376,7 @@ void select_certified(const Image& img, const std::vector<int64_t>& ranks, doubl
       rest.push_back(ranks[t] - zero_pairs);
     }
   }
-  if (!rest.empty()) select_nonzero_pairs(img, rest, out + (ranks.size() - rest.size()), s);
+  if (!rest.empty()) select_unequal_pairs(img, rest, out + (ranks.size() - rest.size()), s);
 }
 
 // ----------------------------------------------------------------------------- labelling
@@ -404,7 +443,8 @@ void label_image(const Image& img, double threshold, int64_t min_samples, int64_
     const float* row = img.row(i) + i + 1;
     const int32_t len = c - i - 1;
     uint8_t* near = s.near.data() + i + 1;
-    threshold_row(row, img.slack.data() + i + 1, len, t - img.slack[i], t + img.slack[i], near, s.unsure.data());
+    threshold_row(row, img.slack.data() + i + 1, img.group.data() + i + 1, img.group[i], len, t - img.slack[i],
+                  t + img.slack[i], near, s.unsure.data());
     for_each_flagged(s.unsure.data(), len, [&](int32_t u) { near[u] = img.exact(i, i + 1 + u) <= threshold; });
     uint64_t* out = s.bits.data() + static_cast<size_t>(i) * words;
     for (int32_t w = (i + 1) / 64; w < words; ++w) out[w] = pack64(s.near.data() + 64 * w);

@@ -7,7 +7,8 @@ ops' order statistics must equal NumPy's on those distances, and their labels
 scikit-learn's ``DBSCAN(metric="precomputed")`` on them, with eps itself one of the
 distances (ties at eps on purpose). The data cover the ways a float32 shortcut can go
 wrong: dead (all-zero) points, exact duplicates and lattices (massive ties), magnitudes
-that overflow or underflow float32, and mixed scales.
+that overflow or underflow float32, mixed scales, and copies of one point (exactly 0 apart,
+counted without their approx values).
 """
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from cfcam_fast.selection import eps_from_sq_distances
 pytestmark = pytest.mark.skipif(not certified.usable(torch.device("cpu")),
                                 reason="the native CPU ops are not built")
 
-KINDS = ("gauss", "dead", "mostly-dead", "lattice", "huge", "tiny", "mixed")
+KINDS = ("gauss", "dead", "mostly-dead", "copies", "lattice", "huge", "tiny", "mixed")
 
 
 def exact_sq(points: torch.Tensor) -> torch.Tensor:
@@ -41,6 +42,12 @@ def make_points(kind: str, B: int, n: int, d: int, gen: torch.Generator) -> torc
         x = x.relu() * (torch.rand(B, n, 1, generator=gen) > 1 / 3)
     elif kind == "mostly-dead":  # as EfficientNet-Lite0's bn2: 85% all zero, eps inside the zeros
         x = x.relu() * (torch.rand(B, n, 1, generator=gen) > 0.85)
+    elif kind == "copies":  # half the points copies of three nonzero ones, some with -0.0 for 0.0
+        x = x.relu()
+        copies = torch.randn(B, 3, d, generator=gen).relu()
+        pick = torch.randint(0, 3, (B, n // 2), generator=gen)
+        x[:, : n // 2] = copies.gather(1, pick[:, :, None].expand(-1, -1, d))
+        x[:, : n // 4] = torch.where(x[:, : n // 4] == 0, -0.0, x[:, : n // 4])
     elif kind == "lattice":  # few distinct distances: huge tie groups, pairs at eps
         x = torch.randint(0, 3, (B, n, d), generator=gen).float()
     elif kind == "huge":  # float32 squares overflow: every approx value is inf
@@ -69,8 +76,8 @@ def test_pair_ranks_equal_numpy_on_exact_distances(kind, n, d):
     M = counts * (counts - 1) // 2
     # The eps ranks (25th percentile of the doubled list), both extremes and random ones.
     q = torch.rand(B, 4, generator=gen)
-    zeros = torch.stack([(points[b, :int(counts[b])] == 0).all(1).sum() for b in range(B)])
-    zero_pairs = zeros * (zeros - 1) // 2  # the last rank that is 0, the first that is not
+    # The last rank that is 0 and the first that is not: pairs of equal points come first.
+    zero_pairs = torch.stack([(exact_sq(points[b, :int(counts[b])]) == 0).triu(1).sum() for b in range(B)])
     ranks = torch.cat([(M[:, None] * 3 // 8).expand(B, 2) + torch.tensor([0, 1]), torch.zeros(B, 1, dtype=torch.int64),
                        M[:, None] - 1, (q * M[:, None]).long(), (zero_pairs[:, None] - 1).clamp(min=0),
                        zero_pairs[:, None]], 1).clamp(max=(M - 1)[:, None])
@@ -91,6 +98,7 @@ def test_labels_equal_sklearn_on_exact_distances_with_eps_ties(kind, n, d):
     exact_points = points.double().contiguous()
     # eps is an order statistic, so pairs sit exactly at eps; its floor is positive for
     # scikit-learn, and below every nonzero distance.
+    ties = 0
     for q in (10.0, 25.0):
         eps = eps_from_sq_distances(approx, counts, q, 1e-300, certified.pair_ranks(exact_points, approx))
         min_samples = torch.randint(1, 8, (B,), generator=gen)
@@ -98,12 +106,13 @@ def test_labels_equal_sklearn_on_exact_distances_with_eps_ties(kind, n, d):
         for b in range(B):
             c = int(counts[b])
             dist = exact_sq(points[b, :c]).sqrt().numpy()
-            if kind == "lattice":
-                assert (dist == float(eps[b])).sum() > c, "the lattice should put many pairs at eps"
+            ties += int((dist == float(eps[b])).sum())
             expected = DBSCAN(eps=float(eps[b]), min_samples=int(min_samples[b]),
                               metric="precomputed").fit(dist).labels_
             np.testing.assert_array_equal(got[b, :c].numpy(), expected)
             assert (got[b, c:] == -1).all()
+    if kind == "lattice":
+        assert ties > 0, "the lattices should put pairs exactly at eps"
 
 
 @pytest.mark.parametrize("d", [3, 49, 784])
