@@ -120,8 +120,9 @@ inline uint64_t splitmix64(uint64_t& state) {
 inline bool nan_last_less(float a, float b) { return a < b || (std::isnan(b) && !std::isnan(a)); }
 
 // Loops over one row segment written so that the compiler vectorises them; with GCC or
-// Clang on x86-64 each is also compiled for AVX2 and picked at load time.
-#if defined(__x86_64__) && defined(__GNUC__)
+// Clang on x86-64 glibc (which resolves the clones at load time) each is also compiled for
+// AVX2.
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__GLIBC__)
 #define CFCAM_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define CFCAM_VECTOR_CLONES
