@@ -18,6 +18,7 @@
 
 #include "checks_cpu.h"
 #include "ops_cpu.h"
+#include "order_cpu.h"
 #include "parallel_cpu.h"
 
 namespace cfcam {
@@ -109,16 +110,6 @@ struct Image {
   double exact(int32_t i, int32_t j) const { return exact_sq(points + i * d, points + j * d, d); }
 };
 
-inline uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-// Strict weak order with NaN after every number.
-inline bool nan_last_less(float a, float b) { return a < b || (std::isnan(b) && !std::isnan(a)); }
-
 // Loops over one row segment written so that the compiler vectorises them; with GCC or
 // Clang on x86-64 glibc (which resolves the clones at load time) each is also compiled for
 // AVX2.
@@ -207,13 +198,7 @@ bool select_exact(std::vector<double>& exact, int64_t base, const std::vector<in
                   double* out) {
   const auto m = static_cast<int64_t>(exact.size());
   if (ranks.front() < base || ranks.back() >= base + m) return false;
-  int64_t prev = -1;
-  for (size_t t = 0; t < ranks.size(); ++t) {
-    const int64_t local = ranks[t] - base;
-    if (local != prev) std::nth_element(exact.begin() + (prev + 1), exact.begin() + local, exact.end());
-    prev = local;
-    out[t] = exact[local];
-  }
+  select_sorted(exact.data(), m, base, ranks, out);
   return true;
 }
 
@@ -245,9 +230,9 @@ bool select_kept(const Image& img, const Kept& kept, int64_t base, const std::ve
   const int64_t r_lo = ranks.front() - base, r_hi = ranks.back() - base;
   if (r_lo < 0 || r_hi >= m) return false;
   s.sample.assign(kept.value.begin(), kept.value.begin() + m);
-  std::nth_element(s.sample.begin(), s.sample.begin() + r_lo, s.sample.end(), nan_last_less);
+  std::nth_element(s.sample.begin(), s.sample.begin() + r_lo, s.sample.end(), nan_last_less<float>);
   const float a_lo = s.sample[r_lo];
-  std::nth_element(s.sample.begin() + r_lo, s.sample.begin() + r_hi, s.sample.end(), nan_last_less);
+  std::nth_element(s.sample.begin() + r_lo, s.sample.begin() + r_hi, s.sample.end(), nan_last_less<float>);
   const float a_hi = s.sample[r_hi];
   const float widest = *std::max_element(kept.bound.begin(), kept.bound.begin() + m);
   const double lo = static_cast<double>(a_lo) - 2.0 * widest;
@@ -339,28 +324,22 @@ void select_unequal_pairs(const Image& img, const std::vector<int64_t>& ranks, d
     if (img.group[i] != img.group[j]) s.sample.push_back(img.row(i)[j]);
   }
   const auto size = static_cast<int64_t>(s.sample.size());
-  const double S = static_cast<double>(size);
-  const double p_lo = static_cast<double>(ranks.front()) / kept_pairs;
-  const double p_hi = static_cast<double>(ranks.back() + 1) / kept_pairs;
-  auto margin = [&](double p) { return 4.0 * std::sqrt(S * p * (1.0 - p)) + 4.0; };
   for (double widen : {1.0, 4.0}) {
     if (size < 64) break;
-    const auto lo_i = static_cast<int64_t>(std::floor(p_lo * S - widen * margin(p_lo)));
-    const auto hi_i = static_cast<int64_t>(std::ceil(p_hi * S + widen * margin(p_hi)));
+    const SampleBracket at(size, ranks.front(), ranks.back(), kept_pairs, widen);
+    const int64_t lo_i = at.lo, hi_i = at.hi;
     float lo = -kInf, hi = kInf;
     if (lo_i > 0) {
-      std::nth_element(s.sample.begin(), s.sample.begin() + lo_i, s.sample.end(), nan_last_less);
+      std::nth_element(s.sample.begin(), s.sample.begin() + lo_i, s.sample.end(), nan_last_less<float>);
       lo = s.sample[lo_i];
     }
     if (hi_i < size) {
       std::nth_element(s.sample.begin() + std::max<int64_t>(lo_i, 0), s.sample.begin() + hi_i, s.sample.end(),
-                       nan_last_less);
+                       nan_last_less<float>);
       hi = s.sample[hi_i];
     }
     if (std::isnan(lo) || std::isnan(hi)) break;
-    const double expected = (std::min(1.0, (hi_i + 1) / S) - std::max(0.0, lo_i / S)) * kept_pairs;
-    const auto limit = static_cast<size_t>(std::min<double>(kept_pairs, 4.0 * expected + 1024.0));
-    if (select_in(img, lo, hi, limit, ranks, out, s)) return;
+    if (select_in(img, lo, hi, static_cast<size_t>(at.limit), ranks, out, s)) return;
   }
   select_all_exact(img, ranks, out, s.exact);
 }
@@ -543,15 +522,10 @@ void certified_pair_ranks_cpu(const float* approx, const double* points, const i
   }
   if (K == 0) return;
   for_each_image<SelectScratch>(approx, points, counts, B, n, d, [&](const Image& img, SelectScratch& s, int64_t b) {
-    std::vector<int64_t> order(K);
-    std::iota(order.begin(), order.end(), 0);
-    const int64_t* r = ranks + b * K;
-    std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return r[x] < r[y]; });
-    std::vector<int64_t> sorted(K);
-    for (int64_t t = 0; t < K; ++t) sorted[t] = r[order[t]];
+    const SortedRanks wanted(ranks + b * K, K);
     std::vector<double> values(K);
-    select_certified(img, sorted, values.data(), s);
-    for (int64_t t = 0; t < K; ++t) out[b * K + order[t]] = values[t];
+    select_certified(img, wanted.sorted, values.data(), s);
+    wanted.scatter(values.data(), out + b * K);
   });
 }
 
