@@ -32,7 +32,6 @@ import torch
 
 import cfcam_fast as cf
 from cfcam_fast import _native, cluster
-from cfcam_fast.backends.torch_backend import _native_select
 from cfcam_fast.selection import eps_from_sq_distances
 from cfcam_fast.spec_math import min_samples_for
 
@@ -96,10 +95,10 @@ def checks(device: torch.device) -> dict[str, str]:
         points = A.flatten(2)[:, CHANNELS // 4:].double()
         dist = cluster.pairwise_sq_distances(points)
         counts = torch.full((points.shape[0],), points.shape[1], dtype=torch.int64)
-        eps = eps_from_sq_distances(dist, counts, 25.0, 1e-5, _native_select)
+        eps = eps_from_sq_distances(dist, counts, 25.0, 1e-5, _native.pair_ranks)
         threshold, ms = cluster.sq_threshold(eps), min_samples_for(counts, cf.CFCAMConfig())
         cpu_labels = _native.dbscan_labels(dist, counts, threshold, ms)
-        gpu_eps = eps_from_sq_distances(dist.to(device), counts.to(device), 25.0, 1e-5, _native_select)
+        gpu_eps = eps_from_sq_distances(dist.to(device), counts.to(device), 25.0, 1e-5, _native.pair_ranks)
         gpu_labels = _native.dbscan_labels(dist.to(device), counts.to(device), threshold.to(device), ms.to(device))
         out["native ops cuda vs cpu (same distances)"] = (
             f"eps equal: {bool(torch.equal(gpu_eps.cpu(), eps))}; "
@@ -129,7 +128,7 @@ def timings(device: torch.device, batches: list[int], repeats: int) -> list[dict
         ms = min_samples_for(counts, cf.CFCAMConfig())
 
         def select_and_label():
-            eps = eps_from_sq_distances(dist, counts, 25.0, 1e-5, _native_select)
+            eps = eps_from_sq_distances(dist, counts, 25.0, 1e-5, _native.pair_ranks)
             return _native.dbscan_labels(dist, counts, cluster.sq_threshold(eps), ms)
 
         total = median_ms(select_and_label, device, repeats)

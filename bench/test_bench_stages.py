@@ -7,11 +7,11 @@ selection are timed per available implementation, the certified float32 stage of
 import pytest
 import torch
 
-from cfcam_fast import CFCAMConfig, cluster
+from cfcam_fast import CFCAMConfig, _native, cluster
+from cfcam_fast.backends.torch_backend import channel_weights, combine, importance_split
 from cfcam_fast.cluster import certified
-from cfcam_fast.workspace import pair_buffer
-from cfcam_fast.backends.torch_backend import _native_select, channel_weights, combine, importance_split
 from cfcam_fast.selection import eps_from_sq_distances, pair_ranks_torch
+from cfcam_fast.workspace import pair_buffer
 
 from .conftest import DEVICE, sync
 
@@ -59,7 +59,7 @@ def test_eps_selection(benchmark, stages, select):
         reason = cluster.unavailable_reason("native", DEVICE)
         if reason:
             pytest.skip(reason)
-    fn = _native_select if select == "native" else pair_ranks_torch
+    fn = _native.pair_ranks if select == "native" else pair_ranks_torch
     _timed(benchmark, eps_from_sq_distances, stages.dist, stages.counts, CONFIG.eps_percentile,
            CONFIG.eps_floor, fn)
 

@@ -7,15 +7,13 @@ chunks of images sized by ``config.memory_budget_bytes``.
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 
 from .. import cluster
-from ..cluster import certified
 from ..config import CFCAMConfig, CFCAMResult
 from ..filters import filter_maps, gaussian_mean_map, official_kernel, official_mean_map
-from ..selection import eps_from_sq_distances, pair_ranks_torch
-from ..workspace import pair_buffer
 from ..spec_math import lerp, linear_percentile_position, min_samples_for
 
 # Bytes the pairwise stage holds per (point, point) entry, at most: float64 distances and
@@ -67,37 +65,14 @@ def cluster_channels(A: torch.Tensor, config: CFCAMConfig) -> tuple[torch.Tensor
     for b0 in range(0, B, step):
         b1 = min(B, b0 + step)
         points = flat[b0:b1].gather(1, rest[b0:b1, :, None].expand(-1, -1, flat.shape[2]))
-        eps[b0:b1], rest_labels[b0:b1] = _cluster_chunk(points, counts[b0:b1], min_samples[b0:b1], config,
-                                                        dbscan_backend)
+        # eps and the labels are decided on one set of squared distances.
+        pairs = cluster.PairDistances(points, dbscan_backend)
+        eps[b0:b1] = pairs.eps(counts[b0:b1], config.eps_percentile, config.eps_floor)
+        rest_labels[b0:b1] = pairs.labels(counts[b0:b1], cluster.sq_threshold(eps[b0:b1].nan_to_num(0.0)),
+                                          min_samples[b0:b1])
     valid = torch.arange(n, device=A.device)[None, :] < counts[:, None]
     # Slots past an image's count point at important channels and write -2 back.
     return labels.scatter_(1, rest, torch.where(valid, rest_labels, -2)), eps
-
-
-def _cluster_chunk(points: torch.Tensor, counts: torch.Tensor, min_samples: torch.Tensor, config: CFCAMConfig,
-                   dbscan_backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 3-4 for a chunk of images: eps ``[b]`` and labels ``[b, n]``, both decided on
-    one set of squared distances (float64, or float32 certified against float64)."""
-    shape = tuple(points.shape[:2]) + (points.shape[1],)
-    if dbscan_backend == "native" and certified.usable(points.device):
-        approx = certified.approx_sq_distances(points, out=pair_buffer(shape, torch.float32, points.device))
-        exact_points = points.to(torch.float64).contiguous()
-        eps = eps_from_sq_distances(approx, counts, config.eps_percentile, config.eps_floor,
-                                    certified.pair_ranks(exact_points, approx))
-        threshold = cluster.sq_threshold(eps.nan_to_num(0.0))
-        return eps, certified.labels(exact_points, approx, counts, threshold, min_samples)
-    sq_dist = cluster.pairwise_sq_distances(points, out=pair_buffer(shape, torch.float64, points.device))
-    # The eps selection is its own stage: the compiled selector wherever it is built.
-    select = _native_select if cluster.unavailable_reason("native", points.device) is None else pair_ranks_torch
-    eps = eps_from_sq_distances(sq_dist, counts, config.eps_percentile, config.eps_floor, select)
-    threshold = cluster.sq_threshold(eps.nan_to_num(0.0))
-    return eps, cluster.labels_from_distances(sq_dist, counts, threshold, min_samples, dbscan_backend)
-
-
-def _native_select(dist: torch.Tensor, counts: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
-    from .. import _native
-
-    return _native.pair_ranks(dist.contiguous(), counts.contiguous(), ranks.contiguous())
 
 
 def _cluster_sums(values: torch.Tensor, labels: torch.Tensor, slots: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,12 +7,14 @@ core points); "auto" picks native where built, else torch.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 from typing import Optional, Union
 
 import torch
 
+from ..selection import eps_from_sq_distances, pair_ranks_torch
 from ..workspace import pair_buffer
 from . import certified, cuml_dbscan
 
@@ -81,6 +83,39 @@ def pairwise_sq_distances(points: torch.Tensor, out: Optional[torch.Tensor] = No
     return torch.bmm(left, right.transpose(1, 2), out=out)
 
 
+class PairDistances:
+    """The squared distances of ``points`` ``[B, n, d]`` that both eps and the labels are
+    decided on: with the "native" DBSCAN backend on the CPU, certified float32 ones
+    (``certified``, exact float64 decisions); elsewhere one augmented float64 product. On
+    the CPU they live in this thread's workspace, so use them before the next instance.
+    ``backend`` is a resolved DBSCAN backend name."""
+
+    def __init__(self, points: torch.Tensor, backend: str) -> None:
+        from .. import _native
+
+        device = points.device
+        B, n = points.shape[:2]
+        if backend == "native" and certified.usable(device):
+            self.matrix = certified.approx_sq_distances(points, out=pair_buffer((B, n, n), torch.float32, device))
+            exact_points = points.to(torch.float64).contiguous()
+            self._select = certified.pair_ranks(exact_points, self.matrix)
+            self._labels = functools.partial(certified.labels, exact_points, self.matrix)
+        else:
+            self.matrix = pairwise_sq_distances(points, out=pair_buffer((B, n, n), torch.float64, device))
+            # The eps selection is its own stage: the compiled selector wherever it is built.
+            self._select = _native.pair_ranks if unavailable_reason("native", device) is None else pair_ranks_torch
+            self._labels = functools.partial(labels_from_distances, self.matrix, backend=backend)
+
+    def eps(self, counts: torch.Tensor, q: float, floor: float) -> torch.Tensor:
+        """SPEC.md step 3 per image (``selection.eps_from_sq_distances``), float64 ``[B]``."""
+        return eps_from_sq_distances(self.matrix, counts, q, floor, self._select)
+
+    def labels(self, counts: torch.Tensor, threshold: torch.Tensor, min_samples: torch.Tensor) -> torch.Tensor:
+        """DBSCAN labels ``[B, n]`` of each image's first ``counts[b]`` points, neighbours iff
+        the squared distance is at most ``threshold[b]`` (``sq_threshold(eps)``)."""
+        return self._labels(counts, threshold, min_samples)
+
+
 def sq_threshold(eps: torch.Tensor) -> torch.Tensor:
     """The largest float64 ``T`` with ``sqrt(T) <= eps``, so that ``d2 <= T`` decides
     ``sqrt(d2) <= eps`` exactly (sqrt is correctly rounded, hence monotone)."""
@@ -130,12 +165,7 @@ def dbscan(points: torch.Tensor, eps: Union[float, torch.Tensor], min_samples: U
     order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices
     counts = valid.sum(1)
     packed = pts.gather(1, order[:, :, None].expand_as(pts))
-    threshold, ms_t = sq_threshold(eps_t), ms_t.to(torch.int64)
-    if resolve(backend, device) == "native" and certified.usable(device):
-        approx = certified.approx_sq_distances(packed, out=pair_buffer((B, n, n), torch.float32, device))
-        labels = certified.labels(packed, approx, counts, threshold, ms_t)
-    else:
-        dist = pairwise_sq_distances(packed, out=pair_buffer((B, n, n), torch.float64, device))
-        labels = labels_from_distances(dist, counts, threshold, ms_t, backend)
+    labels = PairDistances(packed, resolve(backend, device)).labels(counts, sq_threshold(eps_t),
+                                                                    ms_t.to(torch.int64))
     out = torch.full((B, n), -1, dtype=torch.int64, device=device).scatter_(1, order, labels.to(torch.int64))
     return out[0] if single else out
