@@ -178,15 +178,20 @@ def _call(device: torch.device, op: str, *args) -> None:
 
 
 # ----------------------------------------------------------------------------- registered ops
+def _ranked(op: str, values: Tensor, lengths: Tensor, ranks: Tensor) -> Tensor:
+    """Runs selection op ``op`` (``pair_ranks`` or ``kth_smallest``): ``[B, K]`` of ``values``' dtype."""
+    out = values.new_empty(ranks.shape)
+    B, K = ranks.shape
+    if B * K > 0:
+        _call(values.device, op, values.data_ptr(), lengths.data_ptr(), ranks.data_ptr(), out.data_ptr(), B,
+              values.shape[1], K, values.dtype == torch.float64)
+    return out
+
+
 @torch.library.custom_op("cfcam_fast::pair_ranks", mutates_args=(), device_types=("cpu", "cuda"))
 def _pair_ranks_op(dist: Tensor, counts: Tensor, ranks: Tensor) -> Tensor:
     _check_pair_ranks(dist, counts, ranks)
-    out = dist.new_empty(ranks.shape)
-    B, n, K = dist.shape[0], dist.shape[1], ranks.shape[1]
-    if B * K > 0:
-        _call(dist.device, "pair_ranks", dist.data_ptr(), counts.data_ptr(), ranks.data_ptr(),
-              out.data_ptr(), B, n, K, dist.dtype == torch.float64)
-    return out
+    return _ranked("pair_ranks", dist, counts, ranks)
 
 
 @_pair_ranks_op.register_fake
@@ -198,12 +203,7 @@ def _(dist: Tensor, counts: Tensor, ranks: Tensor) -> Tensor:
 @torch.library.custom_op("cfcam_fast::kth_smallest", mutates_args=(), device_types=("cpu", "cuda"))
 def _kth_smallest_op(values: Tensor, lengths: Tensor, ranks: Tensor) -> Tensor:
     _check_kth_smallest(values, lengths, ranks)
-    out = values.new_empty(ranks.shape)
-    B, L, K = values.shape[0], values.shape[1], ranks.shape[1]
-    if B * K > 0:
-        _call(values.device, "kth_smallest", values.data_ptr(), lengths.data_ptr(), ranks.data_ptr(),
-              out.data_ptr(), B, L, K, values.dtype == torch.float64)
-    return out
+    return _ranked("kth_smallest", values, lengths, ranks)
 
 
 @_kth_smallest_op.register_fake
