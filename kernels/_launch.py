@@ -74,3 +74,16 @@ def accumulator(dtype: torch.dtype):
     """Triton accumulation type for input ``dtype``: float64 for float64, else float32."""
     import triton.language as tl
     return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def accumulator_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The torch dtype of ``accumulator(dtype)``, for scratch tensors the kernels accumulate in."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def map_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For maps ``x`` ``[..., H, W]``: ``out``, an empty tensor of ``x``'s shape and dtype,
+    and the ``[N, H, W]`` views ``src`` of ``x`` and ``dst`` of ``out`` the kernels walk."""
+    H, W = x.shape[-2:]
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    return out, x.reshape(-1, H, W), out.view(-1, H, W)

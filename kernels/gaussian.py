@@ -16,7 +16,7 @@ import triton.language as tl
 
 from cfcam_fast.filters import gaussian_radius, gaussian_taps
 
-from ._launch import accumulator, check_maps, launcher
+from ._launch import accumulator, accumulator_dtype, check_maps, launcher, map_batch
 
 BLOCK = 1024
 
@@ -63,13 +63,11 @@ def gaussian_filter2d(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> t
             raise ValueError(f"gaussian_filter2d: {name} must be a finite number > 0, got {value!r}")
     kernel = launcher(gaussian_axis_kernel, x.device, "gaussian_filter2d",
                       "cfcam_fast.filters.gaussian_filter2d_torch")
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if x.numel() == 0:
-        return out
+        return x.new_empty(x.shape)
+    out, src, dst = map_batch(x)
     H, W = x.shape[-2:]
-    src = x.reshape(-1, H, W)
-    dst = out.view(-1, H, W)
-    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc_dtype = accumulator_dtype(x.dtype)
     mid = torch.empty(dst.shape, dtype=acc_dtype, device=x.device)
     taps = gaussian_taps(sigma, truncate, dtype=acc_dtype, device=x.device)
     radius = gaussian_radius(sigma, truncate)

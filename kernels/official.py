@@ -15,7 +15,7 @@ import triton.language as tl
 
 from cfcam_fast.filters import OFFICIAL_NORM_EPS, OFFICIAL_SIGMA_RANGE, OFFICIAL_SIGMA_SPATIAL
 
-from ._launch import accumulator, check_maps, launcher
+from ._launch import accumulator, accumulator_dtype, check_maps, launcher, map_batch
 
 BLOCK = 256
 TAPS_BLOCK_MAX = 1024
@@ -92,15 +92,12 @@ def official_filter2d(g: torch.Tensor) -> torch.Tensor:
                            "cfcam_fast.filters.official_filter_torch")
     correlate = launcher(official_correlate_kernel, g.device, "official_filter2d",
                          "cfcam_fast.filters.official_filter_torch")
-    out = torch.empty(g.shape, dtype=g.dtype, device=g.device)
     if g.numel() == 0:
-        return out
+        return g.new_empty(g.shape)
+    out, src, dst = map_batch(g)
     H, W = g.shape[-2:]
-    src = g.reshape(-1, H, W)
-    dst = out.view(-1, H, W)
     acc = accumulator(g.dtype)
-    K = torch.empty(src.shape, dtype=torch.float64 if g.dtype == torch.float64 else torch.float32,
-                    device=g.device)
+    K = torch.empty(src.shape, dtype=accumulator_dtype(g.dtype), device=g.device)
     taps_block = min(triton.next_power_of_2(H * W), TAPS_BLOCK_MAX)
     taps_kernel[(src.shape[0],)](src, K, H, W, *src.stride(), 2 * OFFICIAL_SIGMA_SPATIAL ** 2,
                                  2 * OFFICIAL_SIGMA_RANGE ** 2, OFFICIAL_NORM_EPS, ACC=acc, BLOCK=taps_block)
