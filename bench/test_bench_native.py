@@ -28,7 +28,6 @@ import cfcam_fast as cf
 from cfcam_fast import _native as native
 from cfcam_fast import cluster
 from cfcam_fast.cluster import certified
-from cfcam_fast.workspace import pair_buffer
 
 POINTS, DIMS, MIN_SAMPLES, PERCENTILE = 1536, 49, 76, 25.0
 
@@ -63,22 +62,21 @@ def _cluster(points: torch.Tensor) -> torch.Tensor:
     return native.dbscan_labels(dist, counts, _eps(dist, counts), min_samples)
 
 
-def _certified_eps(approx: torch.Tensor, points: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    pairs = counts * (counts - 1) // 2
-    k_float = (PERCENTILE / 100.0) * (2 * pairs - 1).double()
-    frac = k_float - torch.floor(k_float)
-    low_high = native.certified_pair_ranks(approx, points, counts, _eps_ranks(counts)).sqrt()
-    return (low_high[:, 0] + frac * (low_high[:, 1] - low_high[:, 0])).clamp(min=1e-5)
+def _certified(points: torch.Tensor) -> tuple[cluster.PairDistances, torch.Tensor]:
+    """The native backend's certified CPU distances of ``points`` and the counts."""
+    if not certified.usable(points.device):
+        pytest.skip("the certified stage runs on the CPU with the native ops built")
+    return cluster.PairDistances(points, "native"), torch.full((points.shape[0],), points.shape[1], dtype=torch.int64)
+
+
+def _select_and_label(pairs: cluster.PairDistances, counts: torch.Tensor) -> torch.Tensor:
+    eps = pairs.eps(counts, PERCENTILE, 1e-5)
+    return pairs.labels(counts, cluster.sq_threshold(eps), torch.full_like(counts, MIN_SAMPLES))
 
 
 def _certified_cluster(points: torch.Tensor) -> torch.Tensor:
     """The CPU clustering of the native backend: float32 products, exact eps and labels."""
-    approx = certified.approx_sq_distances(points, out=pair_buffer(points.shape[:2] + points.shape[1:2],
-                                                                   torch.float32, points.device))
-    counts = torch.full((points.shape[0],), points.shape[1], dtype=torch.int64)
-    eps = _certified_eps(approx, points, counts)
-    return native.certified_dbscan_labels(approx, points, counts, cluster.sq_threshold(eps),
-                                          torch.full_like(counts, MIN_SAMPLES))
+    return _select_and_label(*_certified(points))
 
 
 def _sync(device: torch.device) -> None:
@@ -105,7 +103,8 @@ def test_sklearn_dbscan_given_eps(benchmark):
 def test_dbscan_native_given_eps(benchmark):
     _skip_unless(torch.device("cpu"))
     points = _problems(1)
-    eps = float(_certified_eps(certified.approx_sq_distances(points), points, torch.tensor([POINTS]))[0])
+    pairs, counts = _certified(points)
+    eps = float(pairs.eps(counts, PERCENTILE, 1e-5)[0])
     benchmark(lambda: cf.cluster.dbscan(points[0], eps, MIN_SAMPLES, backend="native"))
 
 
@@ -137,13 +136,8 @@ def test_native_select_and_label(benchmark, device, batch):
 @pytest.mark.parametrize("batch", [1, 8])
 def test_certified_select_and_label(benchmark, batch):
     _skip_unless(torch.device("cpu"))
-    points = _problems(batch)
-    approx = certified.approx_sq_distances(points)
-    counts = torch.full((batch,), POINTS, dtype=torch.int64)
-    min_samples = torch.full_like(counts, MIN_SAMPLES)
-    benchmark(lambda: native.certified_dbscan_labels(approx, points, counts,
-                                                     cluster.sq_threshold(_certified_eps(approx, points, counts)),
-                                                     min_samples))
+    pairs, counts = _certified(_problems(batch))
+    benchmark(_select_and_label, pairs, counts)
 
 
 def test_native_labels_agree_with_sklearn():
