@@ -221,6 +221,11 @@ void select_all_exact(const Image& img, const std::vector<int64_t>& ranks, doubl
 // element of Z lies outside [lo, hi] too. So a result inside [lo, hi] is v; one outside is
 // a miss, and a miss only costs a wider retry.
 
+// Whether every one of values[0:K) lies in [lo, hi] (the check that a bracket held).
+bool all_within(const double* values, size_t K, double lo, double hi) {
+  return std::all_of(values, values + K, [&](double v) { return v >= lo && v <= hi; });
+}
+
 // Level 2: among the kept pairs Z, the approx order statistics at the lowest and highest
 // rank widened by twice the largest bound bracket the exact ones; only the pairs that
 // straddle or lie in that window are recomputed.
@@ -248,11 +253,7 @@ bool select_kept(const Image& img, const Kept& kept, int64_t base, const std::ve
       s.exact.push_back(img.exact(kept.i[t], kept.j[t]));
     }
   }
-  if (!select_exact(s.exact, base + below, ranks, out)) return false;
-  for (size_t t = 0; t < ranks.size(); ++t) {
-    if (!(out[t] >= lo && out[t] <= hi)) return false;
-  }
-  return true;
+  return select_exact(s.exact, base + below, ranks, out) && all_within(out, ranks.size(), lo, hi);
 }
 
 // Level 1: one pass over the upper triangle counts the pairs certainly below [lo, hi] and
@@ -292,18 +293,14 @@ bool select_in(const Image& img, float lo, float hi, size_t limit, const std::ve
     }
     kept.size = k;
   }
-  if (!select_kept(img, kept, below, ranks, out, s)) return false;
-  for (size_t t = 0; t < ranks.size(); ++t) {
-    if (!(out[t] >= lo && out[t] <= hi)) return false;
-  }
-  return true;
+  return select_kept(img, kept, below, ranks, out, s) && all_within(out, ranks.size(), lo, hi);
 }
 
 // The ranks among the pairs of unequal points (equal ones, dead channels above all, are
-// exactly 0 apart and often most of the pairs): a stratified sample of approx values (one random pair in each
-// of kSampleSize equal runs of the upper triangle, read in memory order) brackets them with
-// four standard deviations of the sample rank either side; on a miss, one retry four times
-// wider, then every pair recomputed.
+// exactly 0 apart and often most of the pairs): a stratified sample of approx values (one
+// random pair in each of kSampleSize equal runs of the upper triangle, read in memory
+// order) brackets them with four standard deviations of the sample rank either side; on a
+// miss, one retry four times wider, then every pair recomputed.
 void select_unequal_pairs(const Image& img, const std::vector<int64_t>& ranks, double* out, SelectScratch& s) {
   const int32_t c = img.count;
   const int64_t M = static_cast<int64_t>(c) * (c - 1) / 2;
