@@ -8,7 +8,9 @@ model runs in eval mode and gets its ``training`` flags back afterwards.
 from __future__ import annotations
 
 import operator
-from contextlib import contextmanager
+import threading
+import weakref
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
@@ -39,16 +41,42 @@ def layer_name(model: nn.Module, layer: nn.Module) -> str:
     return type(layer).__name__
 
 
+_locks: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def _lock_of(module: nn.Module) -> threading.RLock:
+    with _locks_guard:
+        lock = _locks.get(module)
+        if lock is None:
+            lock = _locks[module] = threading.RLock()
+        return lock
+
+
+@contextmanager
+def model_lock(*modules: nn.Module):
+    """Hold the (re-entrant) locks of ``modules``, taken in one global order so that two
+    callers naming the same modules can never deadlock."""
+    with ExitStack() as stack:
+        for module in sorted(set(modules), key=id):
+            stack.enter_context(_lock_of(module))
+        yield
+
+
 @contextmanager
 def eval_mode(model: nn.Module):
-    """Run ``model`` in eval mode, then give every submodule its own ``training`` flag back."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
+    """Run ``model`` in eval mode, then give every submodule its own ``training`` flag back.
+
+    Holds the model's lock throughout, so concurrent callers never see each other's flags.
+    """
+    with model_lock(model):
+        flags = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            yield model
+        finally:
+            for module, flag in flags:
+                module.training = flag
 
 
 def target_scores(logits: torch.Tensor, targets: Targets) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +125,8 @@ def target_scores(logits: torch.Tensor, targets: Targets) -> tuple[torch.Tensor,
 @contextmanager
 def _hooked_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module]):
     """Forward ``x`` in eval mode with grad enabled; yields the logits and the target
-    layers' outputs (graph kept). Hooks and training flags are restored on exit."""
+    layers' outputs (graph kept). Hooks and training flags are restored on exit, and the
+    model's lock is held until then, so the caller's backward runs under it too."""
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         raise ValueError(f"input must be a batched tensor [B, ...], got {getattr(x, 'shape', type(x))}")
     outputs: dict[int, torch.Tensor] = {}
@@ -115,17 +144,18 @@ def _hooked_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Modul
             return output.clone()
         return hook
 
-    handles = [layer.register_forward_hook(keeper(i)) for i, layer in enumerate(layers)]
-    try:
-        with eval_mode(model), torch.enable_grad():
-            logits = model(x)
-            missing = [layer_name(model, layers[i]) for i in range(len(layers)) if i not in outputs]
-            if missing:
-                raise ValueError(f"target layer(s) {missing} did not run in the forward pass")
-            yield logits, [outputs[i] for i in range(len(layers))]
-    finally:
-        for handle in handles:
-            handle.remove()
+    with model_lock(model, *layers):
+        handles = [layer.register_forward_hook(keeper(i)) for i, layer in enumerate(layers)]
+        try:
+            with eval_mode(model), torch.enable_grad():
+                logits = model(x)
+                missing = [layer_name(model, layers[i]) for i in range(len(layers)) if i not in outputs]
+                if missing:
+                    raise ValueError(f"target layer(s) {missing} did not run in the forward pass")
+                yield logits, [outputs[i] for i in range(len(layers))]
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 def _checked_layout(model: nn.Module, layer: nn.Module, act: torch.Tensor, grad: Optional[torch.Tensor],

@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .capture import eval_mode
+
 DEFAULT_MODEL = "efficientnet_lite0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -115,7 +117,7 @@ def last_spatial_layer(model: nn.Module, size: int = 224) -> str:
     handles = [m.register_forward_hook(hook) for m in names]
     device = next(model.parameters(), torch.empty(0)).device
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(torch.zeros(1, 3, size, size, device=device))
     finally:
         for handle in handles:
