@@ -1,173 +1,183 @@
-"""One command for a session that has a GPU: the CUDA checks, then the CUDA timings.
+"""One command for a session with a GPU: build, test, sanitize, check and time, into one folder.
 
-Needs nothing beside torch (and Triton, for the triton rows), so it runs on the device
-image as it is, where scikit-learn, SciPy and torchvision may be missing. In a ``run``:
+    python -m bench.device_session --out DIR [--budget-s 420]
 
-    CFCAM_CUDA=1 pip install --no-deps --no-build-isolation -e . && python -m bench.device_session --out $OUT
+Stages, each a subprocess with its own log under ``DIR`` and a time limit, in this order:
 
-Inputs: ResNet-50-like last-block tensors ``[B, 2048, 7, 7]`` (ReLU of Gaussian noise, a
-tenth of the channels dead; gradients of scale 1e-3), fixed seed.
+1. ``build``: ``pip install --no-deps --no-build-isolation -e .`` with ``CFCAM_CUDA=1`` and
+   ``CFCAM_REQUIRE_NATIVE=1`` (the CUDA ops built, or the stage fails).
+2. At once, on the one GPU: ``gpu_tests`` (``pytest -m gpu``), ``kernel_tests`` (the
+   Triton kernel tests, which run compiled on CUDA where it exists) and ``memcheck``
+   (the GPU tests again under ``compute-sanitizer --tool memcheck``, with PyTorch's caching
+   allocator off so that an out-of-bounds access hits memory no tensor owns).
+3. ``checks``: ``bench.device_checks`` (CUDA against CPU, triton against torch, CUDA
+   timings at batch 1 and 64, frame latency p50/p99, host synchronisations).
+4. ``bench``: the benchmark runner's CUDA rows, batch 1 and 64, three models.
 
-- Checks, reported (not raised, so the timings are taken whatever they say): CUDA against
-  CPU labels (equal unless a pair sits within 1e-16 of eps: the CPU's certified distances
-  and CUDA's float64 products may differ in the last bit), eps and maps; the triton
-  backend against the torch backend on CUDA; the native CUDA ops against the CPU ops on
-  the same float64 distances (equal).
-- Timings (CUDA events, median of ``--repeats``): post-processing per image at batch 1 and
-  64 for each backend, and the native eps selection plus labelling per image at batch 64.
-
-Writes ``device_session.json`` and ``device_session.md`` under ``--out``. ``--device cpu``
-runs the same on the CPU (a dry run of the script; CUDA-only rows are skipped).
+A failed stage does not stop the later ones. ``summary.md`` (stage table, environment,
+the checks' and the runner's tables) and ``session.json`` are rewritten after every stage,
+so a run stopped at its limit still leaves them. At most eight files land in ``DIR``,
+all at its top level: what a device run brings back. ``--skip`` leaves stages out (a dry
+run on the CPU: ``--skip build,bench``).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-import cfcam_fast as cf
-from cfcam_fast import _native, cluster
-from cfcam_fast.selection import eps_from_sq_distances
-from cfcam_fast.spec_math import min_samples_for
-
-CHANNELS, SIDE = 2048, 7
-PATHS = [("torch", "native"), ("torch", "torch"), ("triton", "native")]
+ROOT = Path(__file__).resolve().parents[1]
+GPU_TEST_FILES = ["tests/test_native.py", "tests/test_triton_backend.py", "tests/test_torch_backend.py",
+                  "tests/test_cluster.py", "tests/test_capture.py"]
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider"]
 
 
-def captured(batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(batch)
-    A = torch.randn(batch, CHANNELS, SIDE, SIDE, generator=gen).relu()
-    A[:, : CHANNELS // 10] = 0
-    G = torch.randn(batch, CHANNELS, SIDE, SIDE, generator=gen) * 1e-3
-    return A.to(device), G.to(device)
+@dataclass
+class Stage:
+    """One subprocess: its command, time limit in seconds and environment additions."""
+
+    name: str
+    argv: list[str]
+    limit_s: float
+    env: dict[str, str] = field(default_factory=dict)
+    result: dict = field(default_factory=dict)
 
 
-def median_ms(fn, device: torch.device, repeats: int) -> float:
-    """Median wall time of ``fn()`` in ms, after one warm-up call; CUDA events on a GPU."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+def compute_sanitizer() -> str | None:
+    """The path of ``compute-sanitizer``: on PATH, or in the CUDA toolkit's bin folder."""
+    for candidate in (shutil.which("compute-sanitizer"), "/usr/local/cuda/bin/compute-sanitizer"):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
 
 
-def unavailable(backend: str, dbscan: str, device: torch.device) -> str | None:
-    if backend == "triton" and device.type != "cuda":
-        return "the Triton kernels are timed on CUDA only"
-    return cluster.unavailable_reason(dbscan, device)
+def stages(work: Path, batches: str, frames: int) -> list[list[Stage]]:
+    """The stages in order; the stages of one inner list run at the same time."""
+    sanitizer = compute_sanitizer()
+    memcheck = ([sanitizer, "--tool", "memcheck", "--target-processes", "all", "--error-exitcode", "86",
+                 "--print-limit", "100", *PYTEST, "-m", "gpu", *GPU_TEST_FILES] if sanitizer else [])
+    return [
+        [Stage("build", [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-e", "."],
+               150, {"CFCAM_CUDA": "1", "CFCAM_REQUIRE_NATIVE": "1"})],
+        [Stage("gpu_tests", [*PYTEST, "-m", "gpu", "tests"], 240),
+         Stage("kernel_tests", [*PYTEST, "tests/test_kernels.py"], 240),
+         Stage("memcheck", memcheck, 240, {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"})],
+        [Stage("checks", [sys.executable, "-m", "bench.device_checks", "--out", str(work / "checks"),
+                          "--batches", batches, "--frames", str(frames)], 150)],
+        [Stage("bench", [sys.executable, "-m", "bench", "--models", "resnet18,resnet50,efficientnet_lite0",
+                         "--batches", batches, "--repeats", "3", "--warmup", "1",
+                         "--out", str(work / "bench")], 240)],
+    ]
 
 
-def checks(device: torch.device) -> dict[str, str]:
-    """CUDA against CPU, triton against torch, native CUDA ops against CPU ops."""
-    if device.type != "cuda":
-        return {"cuda": "skipped: no CUDA device"}
-    out = {}
-    A, G = captured(4, torch.device("cpu"))
-    cpu = cf.cfcam_explain(A, G, (224, 224), backend="torch")
-    for backend, dbscan in PATHS:
-        name = f"{backend}+{dbscan} (cuda) vs torch+native (cpu)"
-        reason = unavailable(backend, dbscan, device)
-        if reason:
-            out[name] = f"skipped: {reason}"
+def run_group(group: list[Stage], out: Path, deadline: float) -> None:
+    """Start every stage of ``group``, wait for each within its limit and the deadline."""
+    running = []
+    for stage in group:
+        if not stage.argv:
+            stage.result = {"status": "skipped: compute-sanitizer not found"}
             continue
-        got = cf.cfcam_explain(A.to(device), G.to(device), (224, 224), cf.CFCAMConfig(dbscan_backend=dbscan),
-                               backend=backend)
-        mismatched = int((got.labels.cpu() != cpu.labels).sum())
-        eps_rel = float(((got.eps.cpu() - cpu.eps).abs() / cpu.eps).max())
-        map_err = float((got.maps.cpu() - cpu.maps).abs().max())
-        out[name] = f"labels differing: {mismatched}; eps max rel diff {eps_rel:.1e}; maps max abs diff {map_err:.1e}"
-    if _native.available(device):
-        points = A.flatten(2)[:, CHANNELS // 4:].double()
-        dist = cluster.pairwise_sq_distances(points)
-        counts = torch.full((points.shape[0],), points.shape[1], dtype=torch.int64)
-        eps = eps_from_sq_distances(dist, counts, 25.0, 1e-5, _native.pair_ranks)
-        threshold, ms = cluster.sq_threshold(eps), min_samples_for(counts, cf.CFCAMConfig())
-        cpu_labels = _native.dbscan_labels(dist, counts, threshold, ms)
-        gpu_eps = eps_from_sq_distances(dist.to(device), counts.to(device), 25.0, 1e-5, _native.pair_ranks)
-        gpu_labels = _native.dbscan_labels(dist.to(device), counts.to(device), threshold.to(device), ms.to(device))
-        out["native ops cuda vs cpu (same distances)"] = (
-            f"eps equal: {bool(torch.equal(gpu_eps.cpu(), eps))}; "
-            f"labels equal: {bool(torch.equal(gpu_labels.cpu(), cpu_labels))}")
-    return out
+        log = open(out / f"{stage.name}.log", "w")
+        log.write("$ " + " ".join(stage.argv) + "\n")
+        log.flush()
+        proc = subprocess.Popen(stage.argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **stage.env},
+                                start_new_session=True)  # its own group: a time-out kills its children too
+        running.append((stage, proc, log, time.monotonic()))
+    for stage, proc, log, started in running:
+        limit = min(started + stage.limit_s, deadline)
+        try:
+            rc = proc.wait(timeout=max(0.0, limit - time.monotonic()))
+            status = "passed" if rc == 0 else f"FAILED (exit {rc})"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            status = f"TIMED OUT after {limit - started:.0f} s"
+        log.close()
+        stage.result = {"status": status, "seconds": round(time.monotonic() - started, 1)}
 
 
-def timings(device: torch.device, batches: list[int], repeats: int) -> list[dict]:
-    rows = []
-    for batch in batches:
-        A, G = captured(batch, device)
-        for backend, dbscan in PATHS:
-            row = dict(path=f"post-processing, {backend} backend, DBSCAN {dbscan}", batch=batch)
-            reason = unavailable(backend, dbscan, device)
-            if reason:
-                rows.append({**row, "skipped": reason})
-                continue
-            config = cf.CFCAMConfig(dbscan_backend=dbscan)
-            total = median_ms(lambda: cf.cfcam_explain(A, G, (224, 224), config, backend=backend), device, repeats)
-            rows.append({**row, "ms_per_image": total / batch})
-    if device.type == "cuda" and _native.available(device):
-        batch = max(batches)
-        A, _ = captured(batch, device)
-        points = A.flatten(2)[:, CHANNELS // 4:].double()
-        dist = cluster.pairwise_sq_distances(points)
-        counts = torch.full((batch,), points.shape[1], dtype=torch.int64, device=device)
-        ms = min_samples_for(counts, cf.CFCAMConfig())
-
-        def select_and_label():
-            eps = eps_from_sq_distances(dist, counts, 25.0, 1e-5, _native.pair_ranks)
-            return _native.dbscan_labels(dist, counts, cluster.sq_threshold(eps), ms)
-
-        total = median_ms(select_and_label, device, repeats)
-        rows.append(dict(path="native eps selection + labelling (given float64 distances)", batch=batch,
-                         ms_per_image=total / batch))
-    return rows
+def environment() -> dict[str, str]:
+    """The GPU, driver and package versions, read without importing cfcam_fast."""
+    info = {}
+    try:
+        info["nvidia-smi"] = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        info["nvidia-smi"] = f"unavailable ({exc})"
+    probe = ("import platform, torch, importlib.metadata as md\n"
+             "v = lambda d: md.version(d) if d in {x.metadata['Name'].lower() for x in md.distributions()} else None\n"
+             "print(f'python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
+             "triton {v(\"triton\")}, numpy {v(\"numpy\")}, scikit-learn {v(\"scikit-learn\")}, timm {v(\"timm\")}, "
+             "torchvision {v(\"torchvision\")}')")
+    info["versions"] = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                      timeout=120).stdout.strip()
+    return info
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batches", default="1,64", help="comma-separated batch sizes")
-    parser.add_argument("--repeats", type=int, default=10)
+def _tail(path: Path, lines: int = 15) -> list[str]:
+    return path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+
+
+def write_summary(out: Path, work: Path, env: dict, groups: list[list[Stage]]) -> None:
+    """``summary.md`` and ``session.json`` from what has run so far."""
+    every = [stage for group in groups for stage in group]
+    lines = ["# GPU session", "", *(f"- {k}: {v}" for k, v in env.items()), "",
+             "| stage | status | seconds |", "|---|---|---|"]
+    lines += [f"| {s.name} | {s.result.get('status', 'not run')} | {s.result.get('seconds', '')} |" for s in every]
+    for stage in every:
+        if stage.result.get("status", "").startswith(("FAILED", "TIMED")):
+            lines += ["", f"## {stage.name}: last lines of {stage.name}.log", "", "```",
+                      *_tail(out / f"{stage.name}.log"), "```"]
+    documents = {"checks": work / "checks" / "device_checks.md", "bench": work / "bench" / "results.md"}
+    for name, path in documents.items():
+        if path.exists():
+            lines += ["", f"## {name}", "", *("#" + line if line.startswith("#") else line
+                                               for line in path.read_text().splitlines())]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    data = {"environment": env, "stages": {s.name: {"argv": s.argv, **s.result} for s in every}}
+    for name, path in {"checks": work / "checks" / "device_checks.json",
+                       "bench": work / "bench" / "results.json"}.items():
+        if path.exists():
+            data[name] = json.loads(path.read_text())
+    (out / "session.json").write_text(json.dumps(data, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every stage not skipped; 0 when all that ran passed."""
+    parser = argparse.ArgumentParser(prog="python -m bench.device_session", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for the logs and tables")
+    parser.add_argument("--budget-s", type=float, default=420, help="wall-clock budget of all stages")
+    parser.add_argument("--skip", default="", help="comma-separated stage names to leave out")
+    parser.add_argument("--batches", default="1,64")
+    parser.add_argument("--frames", type=int, default=300, help="timed frames per latency row")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    batches = [int(b) for b in args.batches.split(",")]
-    report = dict(
-        date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        versions=dict(python=platform.python_version(), torch=torch.__version__,
-                      cuda=torch.version.cuda, cfcam_fast=cf.__version__),
-        backend_status=cf.backend_status(),
-        input=f"[B, {CHANNELS}, {SIDE}, {SIDE}] float32, output 224x224",
-        checks=checks(device),
-        timings=timings(device, batches, args.repeats),
-    )
+    deadline = time.monotonic() + args.budget_s
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "device_session.json").write_text(json.dumps(report, indent=2))
-    lines = [f"# device session, {report['date']}, {report['device']}", "",
-             f"versions: {report['versions']}", f"input: {report['input']}", "", "## checks", ""]
-    lines += [f"- {name}: {result}" for name, result in report["checks"].items()]
-    lines += ["", "## timings (median of %d)" % args.repeats, "", "| path | batch | ms / image |", "|---|---|---|"]
-    for row in report["timings"]:
-        value = f"{row['ms_per_image']:.3f}" if "ms_per_image" in row else row["skipped"]
-        lines.append(f"| {row['path']} | {row['batch']} | {value} |")
-    (args.out / "device_session.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    work = Path(tempfile.mkdtemp(prefix="cfcam_session_"))
+    skip = {s for s in args.skip.split(",") if s}
+    groups = stages(work, args.batches, args.frames)
+    env = environment()
+    for group in groups:
+        todo = [s for s in group if s.name not in skip]
+        for stage in group:
+            if stage.name in skip:
+                stage.result = {"status": "skipped (--skip)"}
+        run_group(todo, args.out, deadline)
+        write_summary(args.out, work, env, groups)
+    print((args.out / "summary.md").read_text())
+    statuses = [s.result["status"] for g in groups for s in g]
+    return 0 if all(st == "passed" or st.startswith("skipped") for st in statuses) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -52,12 +52,34 @@ def test_cli_registers_bench():
     assert args.quick and args.out == "x" and args.run is not None
 
 
+def test_device_checks_dry_run_on_the_cpu(tmp_path):
+    """The GPU session's checks run end to end on the CPU: every path timed or skipped."""
+    from bench import device_checks
+
+    device_checks.main(["--out", str(tmp_path), "--device", "cpu", "--batches", "1", "--repeats", "1",
+                        "--frames", "2", "--latency-models", "resnet18"])
+    report = json.loads((tmp_path / "device_checks.json").read_text())
+    assert len(report["timings"]) == len(device_checks.PATHS)
+    assert all(("ms_per_image" in row) != ("skipped" in row) for row in report["timings"])
+    assert [row["frames"] for row in report["latency"]] == [2, 2, 2]
+    assert all(row["p50_ms"] <= row["p99_ms"] <= row["max_ms"] for row in report["latency"])
+    text = (tmp_path / "device_checks.md").read_text()
+    assert "| post-processing, torch backend, DBSCAN native | 1 |" in text
+    assert "| resnet18 | CFCAM, backend auto |" in text
+
+
 def test_device_session_dry_run_on_the_cpu(tmp_path):
-    """The GPU session's script runs end to end on the CPU: every path timed or skipped."""
+    """The whole-session command on the CPU, its slow stages skipped: summary and JSON
+    written, skipped stages named, the checks' tables folded into the summary."""
     from bench import device_session
 
-    device_session.main(["--out", str(tmp_path), "--device", "cpu", "--batches", "1", "--repeats", "1"])
-    report = json.loads((tmp_path / "device_session.json").read_text())
-    assert len(report["timings"]) == len(device_session.PATHS)
-    assert all(("ms_per_image" in row) != ("skipped" in row) for row in report["timings"])
-    assert "| post-processing, torch backend, DBSCAN native | 1 |" in (tmp_path / "device_session.md").read_text()
+    rc = device_session.main(["--out", str(tmp_path), "--skip", "build,gpu_tests,kernel_tests,memcheck,bench",
+                              "--batches", "1", "--frames", "2"])
+    assert rc == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| build | skipped (--skip) |" in summary and "| checks | passed |" in summary
+    assert "### timings" in summary
+    session = json.loads((tmp_path / "session.json").read_text())
+    assert session["stages"]["checks"]["status"] == "passed"
+    assert session["checks"]["latency"]
+    assert len(list(tmp_path.iterdir())) <= 8  # what a device run can bring back

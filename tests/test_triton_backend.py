@@ -8,13 +8,17 @@ are float32 reductions over at most 28*28 values (and, for clusters, over up to 
 float64: 1e-5 of the largest |w|. alpha lies in [0, 1]: 1e-5 relative plus 1e-7. Maps are
 float32 sums of up to 2048 weighted channels normalised to [0, 1]: 1e-5 absolute.
 """
+import copy
+
 import pytest
 import torch
 
 import cfcam_fast as cf
 from cfcam_fast import backends
+from cfcam_fast.capture import capture
 from cfcam_fast.kernels._launch import interpreted
-from helpers import images, structured, tiny_cnn
+from cfcam_fast.models import bundled_photos, preprocess
+from helpers import efficientnet_lite0, images, structured, tiny_cnn
 
 interpreter = pytest.mark.skipif(not interpreted(), reason="Triton was not imported under TRITON_INTERPRET=1")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -90,3 +94,30 @@ def test_cuda_model_and_auto_pick_triton():
     with cf.CFCAM(model, target_layers=[model.features], backend="reference") as cam:
         ref = cam.explain(x)
     assert_matches(got, ref)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_real_photos_efficientnet_lite0():
+    """Real photos through the real model on CUDA: the triton and torch backends on the
+    captured CUDA tensors against the reference on the same tensors."""
+    model, layer = efficientnet_lite0()
+    model = copy.deepcopy(model).cuda()
+    x = preprocess([image for _, image in bundled_photos()[:4]]).cuda()
+    got = capture(model, x, [model.get_submodule(layer)])
+    A, G = got.activations[0].detach(), got.gradients[0].detach()
+    for filter_name in ("gaussian", "official"):
+        config = cf.CFCAMConfig(filter=filter_name)
+        ref = cf.cfcam_explain(A.cpu(), G.cpu(), (224, 224), config, backend="reference")
+        for name in ("triton", "torch"):
+            assert_matches(cf.cfcam_explain(A, G, (224, 224), config, backend=name), ref)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_bfloat16_input_matches_torch():
+    """bf16 runs only compiled (the interpreter has no bf16): triton against torch on it."""
+    A = structured(2, 512, 7, 7, seed=8).bfloat16()
+    G = (torch.randn(A.shape, generator=torch.Generator().manual_seed(9)) * 1e-3).bfloat16()
+    by_torch, got = explain_all(A, G, (224, 224), cf.CFCAMConfig(), "cuda", ("torch", "triton"))
+    assert_matches(got, by_torch)
