@@ -31,10 +31,18 @@ def _official_taps(base, p, H, W, g_sh, g_sw, mean, spatial_div, range_div, ACC:
 
 
 @triton.jit
-def official_taps_kernel(g, K, H, W, g_sn, g_sh, g_sw, spatial_div, range_div, norm_eps,
-                         ACC: tl.constexpr, BLOCK: tl.constexpr):
-    """``K[n] = S * Rg / (sum(S * Rg) + norm_eps)`` for map ``n = program_id(0)`` of ``g``;
-    ``K`` is contiguous ``[N, H, W]``."""
+def official_taps_kernel(g, K, H, W, g_sn, g_sh, g_sw, SPATIAL_DIV: tl.constexpr, RANGE_DIV: tl.constexpr,
+                         NORM_EPS: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """``K[n] = S * Rg / (sum(S * Rg) + NORM_EPS)`` for map ``n = program_id(0)`` of ``g``;
+    ``K`` is contiguous ``[N, H, W]``.
+
+    The three constants are compile-time and materialised in ``ACC``: a Python float passed
+    as a run-time argument reaches a compiled kernel as fp32, which would round
+    ``2 * 0.1 ** 2`` and put fp32-sized errors into the fp64 path (the interpreter keeps it
+    fp64, so only a GPU run shows this)."""
+    spatial_div = tl.full([], SPATIAL_DIV, ACC)
+    range_div = tl.full([], RANGE_DIV, ACC)
+    norm_eps = tl.full([], NORM_EPS, ACC)
     n = tl.program_id(0).to(tl.int64)
     base = g + n * g_sn
     hw = H * W
@@ -99,8 +107,9 @@ def official_filter2d(g: torch.Tensor) -> torch.Tensor:
     acc = accumulator(g.dtype)
     K = torch.empty(src.shape, dtype=accumulator_dtype(g.dtype), device=g.device)
     taps_block = min(triton.next_power_of_2(H * W), TAPS_BLOCK_MAX)
-    taps_kernel[(src.shape[0],)](src, K, H, W, *src.stride(), 2 * OFFICIAL_SIGMA_SPATIAL ** 2,
-                                 2 * OFFICIAL_SIGMA_RANGE ** 2, OFFICIAL_NORM_EPS, ACC=acc, BLOCK=taps_block)
+    taps_kernel[(src.shape[0],)](src, K, H, W, *src.stride(), SPATIAL_DIV=2 * OFFICIAL_SIGMA_SPATIAL ** 2,
+                                 RANGE_DIV=2 * OFFICIAL_SIGMA_RANGE ** 2, NORM_EPS=OFFICIAL_NORM_EPS, ACC=acc,
+                                 BLOCK=taps_block)
     correlate[(triton.cdiv(src.numel(), BLOCK),)](src, K, dst, src.numel(), H, W, *src.stride(),
                                                   *dst.stride(), (H - 1) // 2, (W - 1) // 2,
                                                   ACC=acc, BLOCK=BLOCK)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -22,7 +23,8 @@ from scipy import ndimage
 
 from cfcam_fast.backends import reference, torch_backend
 from cfcam_fast.config import CFCAMConfig
-from cfcam_fast.filters import gaussian_filter2d_torch, official_filter_torch
+from cfcam_fast.filters import (OFFICIAL_NORM_EPS, OFFICIAL_SIGMA_RANGE, OFFICIAL_SIGMA_SPATIAL,
+                               gaussian_filter2d_torch, official_filter_torch)
 from cfcam_fast.kernels import channel_weights as _channel_weights
 from cfcam_fast.kernels import combine as _combine
 from cfcam_fast.kernels import gaussian_filter2d as _gaussian_filter2d
@@ -353,10 +355,11 @@ COMPILE_CASES = {
                                        {"AXIS": axis, "ACC": f"tl.{acc}", "BLOCK": 1024})
        for src, acc in [("fp32", "fp32"), ("fp16", "fp32"), ("bf16", "fp32"), ("fp64", "fp64")]
        for axis in (0, 1)},
-    **{f"official-taps-{src}": ("official", "official_taps_kernel",
-                                {"g": f"*{src}", "K": "*fp32", "spatial_div": "fp32", "range_div": "fp32",
-                                 "norm_eps": "fp32"}, {"ACC": "tl.fp32", "BLOCK": 64})
-       for src in ("fp32", "fp16")},
+    **{f"official-taps-{src}": ("official", "official_taps_kernel", {"g": f"*{src}", "K": f"*{acc}"},
+                                {"SPATIAL_DIV": 2 * OFFICIAL_SIGMA_SPATIAL ** 2,
+                                 "RANGE_DIV": 2 * OFFICIAL_SIGMA_RANGE ** 2, "NORM_EPS": OFFICIAL_NORM_EPS,
+                                 "ACC": f"tl.{acc}", "BLOCK": 64})
+       for src, acc in [("fp32", "fp32"), ("fp16", "fp32"), ("fp64", "fp64")]},
     **{f"official-correlate-{src}": ("official", "official_correlate_kernel",
                                      {"g": f"*{src}", "K": "*fp32", "out": f"*{src}"},
                                      {"ACC": "tl.fp32", "BLOCK": 256})
@@ -390,7 +393,9 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from cfcam_fast.kernels import gaussian_filter2d
 results = {}
-for case, (module, name, types, constexprs) in json.load(sys.stdin).items():
+cases = json.load(sys.stdin)
+PTX_WANTED = cases.pop("ptx_wanted")
+for case, (module, name, types, constexprs) in cases.items():
     kernel = getattr(importlib.import_module("cfcam_fast.kernels." + module), name)
     constexprs = {k: getattr(tl, v[3:].replace("fp", "float")) if str(v).startswith("tl.") else v
                   for k, v in constexprs.items()}
@@ -398,7 +403,10 @@ for case, (module, name, types, constexprs) in json.load(sys.stdin).items():
     signature.update({k: "constexpr" for k in constexprs})
     try:
         source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-        results[case] = "ok" if triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["cubin"] else "empty"
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+        results[case] = "ok" if compiled.asm["cubin"] else "empty"
+        if case in PTX_WANTED:
+            results[case + ":ptx"] = compiled.asm["ptx"]
     except Exception as exc:
         results[case] = f"{type(exc).__name__}: {exc}"
 try:
@@ -413,7 +421,8 @@ print(json.dumps(results))
 @pytest.fixture(scope="module")
 def compiled_for_h100() -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", COMPILER], input=json.dumps(COMPILE_CASES), env=env,
+    done = subprocess.run([sys.executable, "-c", COMPILER], input=json.dumps({**COMPILE_CASES, "ptx_wanted": PTX_WANTED}),
+                          env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -422,6 +431,18 @@ def compiled_for_h100() -> dict:
 @pytest.mark.parametrize("case", sorted(COMPILE_CASES))
 def test_kernel_compiles_for_h100(case, compiled_for_h100):
     assert compiled_for_h100[case] == "ok", compiled_for_h100[case]
+
+
+PTX_WANTED = ["official-taps-fp64"]
+
+
+def test_official_fp64_constants_stay_fp64_when_compiled(compiled_for_h100):
+    """The first GPU run found the compiled fp64 official filter 2e-10 off the reference: its
+    constants, passed as Python floats, reached the kernel as fp32 (the interpreter keeps them
+    fp64). The compiled fp64 kernel must hold 2 * 0.1 ** 2 as the fp64 literal itself."""
+    ptx = compiled_for_h100["official-taps-fp64:ptx"]
+    exact = struct.pack(">d", 2 * OFFICIAL_SIGMA_RANGE ** 2).hex().upper()
+    assert f"0d{exact}" in ptx, "2 * sigma_range ** 2 is not an fp64 literal in the PTX"
 
 
 def test_cpu_tensor_without_interpreter_is_a_clear_error(compiled_for_h100):
