@@ -12,12 +12,15 @@ Stages, each a subprocess with its own log under ``DIR`` and a time limit, in th
    allocator off so that an out-of-bounds access hits memory no tensor owns).
 3. ``checks``: ``bench.device_checks`` (CUDA against CPU, triton against torch, CUDA
    timings at batch 1 and 64, frame latency p50/p99, host synchronisations).
-4. ``bench``: the benchmark runner's CUDA rows, batch 1 and 64, three models.
+4. ``profile``: ``bench.device_profile`` (operators ranked by device and host time for
+   the paths the targets read).
+5. ``bench``: the benchmark runner's CUDA rows, batch 1 and 64, three models.
 
 A failed stage does not stop the later ones. ``summary.md`` (stage table, environment,
 the checks' and the runner's tables) and ``session.json`` are rewritten after every stage,
 so a run stopped at its limit still leaves them. At most eight files land in ``DIR``,
-all at its top level: what a device run brings back. ``--skip`` leaves stages out (a dry
+all at its top level (what a device run brings back): the build's log stays in a scratch
+folder and only its tail reaches ``summary.md`` if it fails. ``--skip`` leaves stages out (a dry
 run on the CPU: ``--skip build,bench``).
 """
 from __future__ import annotations
@@ -48,7 +51,11 @@ class Stage:
     argv: list[str]
     limit_s: float
     env: dict[str, str] = field(default_factory=dict)
+    scratch_log: bool = False  # log kept out of the output folder
     result: dict = field(default_factory=dict)
+
+    def log_path(self, out: Path, work: Path) -> Path:
+        return (work if self.scratch_log else out) / f"{self.name}.log"
 
 
 def compute_sanitizer() -> str | None:
@@ -66,26 +73,27 @@ def stages(work: Path, batches: str, frames: int) -> list[list[Stage]]:
                  "--print-limit", "100", *PYTEST, "-m", "gpu", *GPU_TEST_FILES] if sanitizer else [])
     return [
         [Stage("build", [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-e", "."],
-               150, {"CFCAM_CUDA": "1", "CFCAM_REQUIRE_NATIVE": "1"})],
+               150, {"CFCAM_CUDA": "1", "CFCAM_REQUIRE_NATIVE": "1"}, scratch_log=True)],
         [Stage("gpu_tests", [*PYTEST, "-m", "gpu", "tests"], 240),
          Stage("kernel_tests", [*PYTEST, "tests/test_kernels.py"], 240),
          Stage("memcheck", memcheck, 240, {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"})],
         [Stage("checks", [sys.executable, "-m", "bench.device_checks", "--out", str(work / "checks"),
                           "--batches", batches, "--frames", str(frames)], 150)],
+        [Stage("profile", [sys.executable, "-m", "bench.device_profile"], 120)],
         [Stage("bench", [sys.executable, "-m", "bench", "--models", "resnet18,resnet50,efficientnet_lite0",
                          "--batches", batches, "--repeats", "3", "--warmup", "1",
                          "--out", str(work / "bench")], 240)],
     ]
 
 
-def run_group(group: list[Stage], out: Path, deadline: float) -> None:
+def run_group(group: list[Stage], out: Path, work: Path, deadline: float) -> None:
     """Start every stage of ``group``, wait for each within its limit and the deadline."""
     running = []
     for stage in group:
         if not stage.argv:
             stage.result = {"status": "skipped: compute-sanitizer not found"}
             continue
-        log = open(out / f"{stage.name}.log", "w")
+        log = open(stage.log_path(out, work), "w")
         log.write("$ " + " ".join(stage.argv) + "\n")
         log.flush()
         proc = subprocess.Popen(stage.argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -137,7 +145,7 @@ def write_summary(out: Path, work: Path, env: dict, groups: list[list[Stage]]) -
     for stage in every:
         if stage.result.get("status", "").startswith(("FAILED", "TIMED")):
             lines += ["", f"## {stage.name}: last lines of {stage.name}.log", "", "```",
-                      *_tail(out / f"{stage.name}.log"), "```"]
+                      *_tail(stage.log_path(out, work)), "```"]
     documents = {"checks": work / "checks" / "device_checks.md", "bench": work / "bench" / "results.md"}
     for name, path in documents.items():
         if path.exists():
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         for stage in group:
             if stage.name in skip:
                 stage.result = {"status": "skipped (--skip)"}
-        run_group(todo, args.out, deadline)
+        run_group(todo, args.out, work, deadline)
         write_summary(args.out, work, env, groups)
     print((args.out / "summary.md").read_text())
     statuses = [s.result["status"] for g in groups for s in g]

@@ -73,7 +73,7 @@ def test_device_session_dry_run_on_the_cpu(tmp_path):
     written, skipped stages named, the checks' tables folded into the summary."""
     from bench import device_session
 
-    rc = device_session.main(["--out", str(tmp_path), "--skip", "build,gpu_tests,kernel_tests,memcheck,bench",
+    rc = device_session.main(["--out", str(tmp_path), "--skip", "build,gpu_tests,kernel_tests,memcheck,profile,bench",
                               "--batches", "1", "--frames", "2"])
     assert rc == 0
     summary = (tmp_path / "summary.md").read_text()
@@ -83,3 +83,11 @@ def test_device_session_dry_run_on_the_cpu(tmp_path):
     assert session["stages"]["checks"]["status"] == "passed"
     assert session["checks"]["latency"]
     assert len(list(tmp_path.iterdir())) <= 8  # what a device run can bring back
+
+
+def test_device_profile_dry_run_on_the_cpu(capsys):
+    from bench import device_profile
+
+    device_profile.main(["--device", "cpu", "--calls", "1", "--rows", "3", "--only", "frame"])
+    out = capsys.readouterr().out
+    assert "===== CFCAM frame, resnet18, batch 1 (cpu)" in out and "ms per call" in out
