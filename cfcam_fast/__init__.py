@@ -6,6 +6,7 @@ from .cam import CFCAM
 from .cluster import status as _dbscan_status
 from .config import CFCAMConfig, CFCAMResult
 from .core import cfcam, cfcam_explain
+from .realtime import FrameError, FrameResult, RealtimeCFCAM
 
 __version__ = "0.1.0"
 
@@ -28,5 +29,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["CFCAM", "CFCAMConfig", "CFCAMResult", "GradCAM", "GradCAMPlusPlus", "backend_status",
+__all__ = ["CFCAM", "CFCAMConfig", "CFCAMResult", "FrameError", "FrameResult", "GradCAM", "GradCAMPlusPlus",
+           "RealtimeCFCAM", "backend_status",
            "cfcam", "cfcam_explain", "cluster", "metrics", "viz"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -108,3 +109,24 @@ def chelsea_batch() -> torch.Tensor:
     from skimage import data
 
     return models.preprocess([Image.fromarray(data.chelsea())])
+
+
+POINT_KINDS = ["blobs", "chain", "grid", "duplicates", "relu"]
+
+
+def point_cloud(kind: str, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` points of one named shape (``POINT_KINDS``): blobs, an evenly spaced chain
+    (every gap ties), a small integer grid (repeated distances), duplicates (zero
+    distances) and ReLU'd Gaussians (like CNN activations)."""
+    if kind == "blobs":
+        centres = rng.normal(0, 10, (3, 4))
+        return centres[rng.integers(0, 3, count)] + rng.normal(0, 1, (count, 4))
+    if kind == "chain":  # evenly spaced: every gap ties with every other
+        return np.stack([np.arange(count, dtype=np.float64), np.zeros(count)], axis=1)
+    if kind == "grid":  # integer lattice: many repeated distances
+        return rng.integers(0, 4, (count, 3)).astype(np.float64)
+    if kind == "duplicates":  # a few distinct points, each repeated: zero distances
+        return rng.normal(0, 1, (max(1, count // 4), 3))[rng.integers(0, max(1, count // 4), count)]
+    if kind == "relu":  # like CNN activations
+        return np.maximum(rng.normal(0, 1, (count, 16)), 0)
+    raise AssertionError(kind)

@@ -16,9 +16,15 @@ import torch
 from sklearn.cluster import DBSCAN
 
 from cfcam_fast import _native as native
+from helpers import POINT_KINDS, point_cloud
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = (torch.float32, torch.float64)
+
+
+def _distances(x: np.ndarray) -> np.ndarray:
+    return np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+
 
 cpu_only = pytest.mark.skipif(not native.available("cpu"),
                               reason=f"native CPU module: {native.status()['native-cpu']}")
@@ -36,26 +42,6 @@ def gpu(test):
 
 
 # ----------------------------------------------------------------------------- problem makers
-def _points(kind: str, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` points of one named shape (see the test ids)."""
-    if kind == "blobs":
-        centres = rng.normal(0, 10, (3, 4))
-        return centres[rng.integers(0, 3, count)] + rng.normal(0, 1, (count, 4))
-    if kind == "chain":  # evenly spaced: every gap ties with every other
-        return np.stack([np.arange(count, dtype=np.float64), np.zeros(count)], axis=1)
-    if kind == "grid":  # integer lattice: many repeated distances
-        return rng.integers(0, 4, (count, 3)).astype(np.float64)
-    if kind == "duplicates":  # a few distinct points, each repeated: zero distances
-        return rng.normal(0, 1, (max(1, count // 4), 3))[rng.integers(0, max(1, count // 4), count)]
-    if kind == "relu":  # like CNN activations
-        return np.maximum(rng.normal(0, 1, (count, 16)), 0)
-    raise AssertionError(kind)
-
-
-def _distances(x: np.ndarray) -> np.ndarray:
-    return np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
-
-
 def _ragged_batch(kinds: list[str], counts: list[int], dtype: torch.dtype, rng: np.random.Generator,
                   pad: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     """``[B, n, n]`` distances whose unread parts (lower triangle, slots >= count) are NaN,
@@ -63,7 +49,7 @@ def _ragged_batch(kinds: list[str], counts: list[int], dtype: torch.dtype, rng: 
     n = max(counts) + pad
     dist = np.full((len(counts), n, n), np.nan)
     for b, (kind, c) in enumerate(zip(kinds, counts)):
-        d = _distances(_points(kind, c, rng))
+        d = _distances(point_cloud(kind, c, rng))
         upper = np.triu(np.ones((c, c), dtype=bool), 1)
         dist[b, :c, :c] = np.where(upper, d, np.nan)
     return torch.tensor(dist, dtype=dtype), torch.tensor(counts, dtype=torch.int64)
@@ -88,7 +74,7 @@ def _sklearn_labels(dist: torch.Tensor, counts: torch.Tensor, eps: torch.Tensor,
     return out
 
 
-KINDS = ["blobs", "chain", "grid", "duplicates", "relu"]
+KINDS = POINT_KINDS
 
 
 # ----------------------------------------------------------------------------- selection

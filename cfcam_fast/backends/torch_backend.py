@@ -7,6 +7,8 @@ chunks of images sized by ``config.memory_budget_bytes``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,12 +24,19 @@ from ..spec_math import lerp, linear_percentile_position, min_samples_for
 PAIR_BYTES = 40
 
 def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, config: CFCAMConfig,
-            return_filtered: bool = False, *, weights_fn=None, combine_fn=None) -> CFCAMResult:
-    """CF-CAM for ``[B, C, H, W]`` tensors; ``weights_fn``/``combine_fn`` replace stages 5-7."""
+            return_filtered: bool = False, *, weights_fn=None, combine_fn=None,
+            static: Optional["StaticPlan"] = None) -> CFCAMResult:
+    """CF-CAM for ``[B, C, H, W]`` tensors; ``weights_fn``/``combine_fn`` replace stages 5-7.
+
+    ``static``: run with shapes fixed in advance and no host synchronisation (the real-time
+    path; see ``StaticPlan``)."""
     A = activations.float()
     G = gradients.float()
-    labels, eps = cluster_channels(A, config)
-    w = (weights_fn or channel_weights)(G, labels, config)
+    labels, eps = cluster_channels(A, config, static)
+    if weights_fn is not None:
+        w = weights_fn(G, labels, config)
+    else:
+        w = channel_weights(G, labels, config, slots=None if static is None else A.shape[1])
     maps, alpha = (combine_fn or combine)(A, w, labels, config.weighting, output_size)
     return CFCAMResult(maps=maps, labels=labels, channel_weights=w, weights=alpha,
                        eps=eps,
@@ -44,7 +53,29 @@ def importance_split(flat: torch.Tensor, q: float) -> torch.Tensor:
     return norms >= tau[:, None]
 
 
-def cluster_channels(A: torch.Tensor, config: CFCAMConfig) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class StaticPlan:
+    """Decisions taken before the first call, so that a call has no data-dependent shape,
+    no host synchronisation and reads no global setting: ``n``, the most channels that can
+    fall below the importance split (``max_remaining``); ``backend``, the resolved DBSCAN
+    backend; ``buffer``, the ``[B, n, n]`` tensor for the pairwise distances (dtype
+    ``cluster.distance_dtype(backend, device)``). The batch runs as one chunk."""
+
+    n: int
+    backend: str
+    buffer: torch.Tensor
+
+
+def max_remaining(C: int, q: float) -> int:
+    """The most of ``C`` channels whose norm can lie strictly below the ``q``-th percentile:
+    those sorted before position ``floor((C - 1) q / 100) + 1`` (the percentile is at
+    least the value at its lower index, so no later channel is below it)."""
+    k, _ = linear_percentile_position(C, q)
+    return min(C, k + 1)
+
+
+def cluster_channels(A: torch.Tensor, config: CFCAMConfig,
+                     static: Optional[StaticPlan] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps 1-4: labels ``[B, C]`` (-2 important, -1 noise, >= 0 cluster) and eps ``[B]``."""
     B, C = A.shape[:2]
     flat = A.flatten(2)
@@ -52,21 +83,21 @@ def cluster_channels(A: torch.Tensor, config: CFCAMConfig) -> tuple[torch.Tensor
     counts = C - important.sum(1)
     # The remaining channels of each image, in index order, as a valid prefix.
     order = torch.sort(important.to(torch.uint8), dim=1, stable=True).indices
-    n = int(counts.max())
+    n = int(counts.max()) if static is None else static.n
     labels = torch.full((B, C), -2, dtype=torch.int64, device=A.device)
     eps = torch.full((B,), math.nan, dtype=torch.float64, device=A.device)
     if n < 2:
         return labels.masked_fill_(~important, -1), eps
     rest = order[:, :n]
     min_samples = min_samples_for(counts, config)
-    dbscan_backend = cluster.resolve(config.dbscan_backend, A.device)
+    dbscan_backend = cluster.resolve(config.dbscan_backend, A.device) if static is None else static.backend
     rest_labels = torch.empty((B, n), dtype=torch.int64, device=A.device)
-    step = max(1, config.memory_budget_bytes // (PAIR_BYTES * n * n))
+    step = B if static is not None else max(1, config.memory_budget_bytes // (PAIR_BYTES * n * n))
     for b0 in range(0, B, step):
         b1 = min(B, b0 + step)
         points = flat[b0:b1].gather(1, rest[b0:b1, :, None].expand(-1, -1, flat.shape[2]))
         # eps and the labels are decided on one set of squared distances.
-        pairs = cluster.PairDistances(points, dbscan_backend)
+        pairs = cluster.PairDistances(points, dbscan_backend, None if static is None else static.buffer[: b1 - b0])
         eps[b0:b1] = pairs.eps(counts[b0:b1], config.eps_percentile, config.eps_floor)
         rest_labels[b0:b1] = pairs.labels(counts[b0:b1], cluster.sq_threshold(eps[b0:b1].nan_to_num(0.0)),
                                           min_samples[b0:b1])
@@ -90,8 +121,11 @@ def _cluster_sums(values: torch.Tensor, labels: torch.Tensor, slots: int) -> tup
     return sums, sizes
 
 
-def channel_weights(G: torch.Tensor, labels: torch.Tensor, config: CFCAMConfig) -> torch.Tensor:
-    """Step 5: ``w_c`` ``[B, C]`` float32 (0 for noise), by linearity of the filters."""
+def channel_weights(G: torch.Tensor, labels: torch.Tensor, config: CFCAMConfig,
+                    slots: Optional[int] = None) -> torch.Tensor:
+    """Step 5: ``w_c`` ``[B, C]`` float32 (0 for noise), by linearity of the filters.
+    ``slots``: a fixed bound on the cluster numbers (``C`` will do) instead of reading the
+    largest label from the device (the official filter's only synchronisation)."""
     B, C, H, W = G.shape
     if config.filter == "gaussian":
         m = gaussian_mean_map(H, W, config.sigma, config.truncate, device=G.device)
@@ -100,7 +134,7 @@ def channel_weights(G: torch.Tensor, labels: torch.Tensor, config: CFCAMConfig) 
         cluster_w = sums / sizes.clamp(min=1)
     else:
         # The kernels depend on each cluster's mean map: form only the clusters that exist.
-        sums, sizes = _cluster_sums(G, labels, max(1, int(labels.amax()) + 1))
+        sums, sizes = _cluster_sums(G, labels, slots or max(1, int(labels.amax()) + 1))
         means = sums / sizes.clamp(min=1)[:, :, None, None]
         cluster_w = (means * official_mean_map(official_kernel(means))).sum((2, 3))
     w = torch.where(labels >= 0, cluster_w.gather(1, labels.clamp(min=0)), 0.0)

@@ -83,25 +83,35 @@ def pairwise_sq_distances(points: torch.Tensor, out: Optional[torch.Tensor] = No
     return torch.bmm(left, right.transpose(1, 2), out=out)
 
 
+def distance_dtype(backend: str, device: torch.device) -> torch.dtype:
+    """The dtype ``PairDistances`` holds for a resolved DBSCAN ``backend`` on ``device``:
+    float32 for the certified CPU stage, float64 elsewhere."""
+    return torch.float32 if backend == "native" and certified.usable(device) else torch.float64
+
+
 class PairDistances:
     """The squared distances of ``points`` ``[B, n, d]`` that both eps and the labels are
     decided on: with the "native" DBSCAN backend on the CPU, certified float32 ones
     (``certified``, exact float64 decisions); elsewhere one augmented float64 product. On
     the CPU they live in this thread's workspace, so use them before the next instance.
-    ``backend`` is a resolved DBSCAN backend name."""
+    ``backend`` is a resolved DBSCAN backend name; ``buffer`` an optional ``[B, n, n]``
+    tensor to hold them instead, whose dtype must be ``distance_dtype(backend, device)``
+    (a caller that decided it once passes it, and nothing here reads global settings)."""
 
-    def __init__(self, points: torch.Tensor, backend: str) -> None:
+    def __init__(self, points: torch.Tensor, backend: str, buffer: Optional[torch.Tensor] = None) -> None:
         from .. import _native
 
         device = points.device
         B, n = points.shape[:2]
-        if backend == "native" and certified.usable(device):
-            self.matrix = certified.approx_sq_distances(points, out=pair_buffer((B, n, n), torch.float32, device))
+        dtype = buffer.dtype if buffer is not None else distance_dtype(backend, device)
+        out = buffer if buffer is not None else pair_buffer((B, n, n), dtype, device)
+        if dtype == torch.float32:
+            self.matrix = certified.approx_sq_distances(points, out=out)
             exact_points = points.to(torch.float64).contiguous()
             self._select = certified.pair_ranks(exact_points, self.matrix)
             self._labels = functools.partial(certified.labels, exact_points, self.matrix)
         else:
-            self.matrix = pairwise_sq_distances(points, out=pair_buffer((B, n, n), torch.float64, device))
+            self.matrix = pairwise_sq_distances(points, out=out)
             # The eps selection is its own stage: the compiled selector wherever it is built.
             self._select = _native.pair_ranks if unavailable_reason("native", device) is None else pair_ranks_torch
             self._labels = functools.partial(labels_from_distances, self.matrix, backend=backend)
