@@ -13,9 +13,10 @@ Inputs of the checks and timings: ResNet-50-like last-block tensors ``[B, 2048, 
   the same float64 distances (equal).
 - Timings (CUDA events, median of ``--repeats``): post-processing per image at each batch
   for each backend, and the native eps selection plus labelling per image at the largest.
-- Frame latency: one 224x224 frame at a time through ResNet-18 and EfficientNet-Lite0,
-  ``--frames`` timed frames after a warm-up, p50/p99/max of the floor and of ``CFCAM``
-  (device synchronised around each frame).
+- Frame latency (``bench.latency``): one 224x224 frame at a time through ResNet-18 and
+  EfficientNet-Lite0, ``--frames`` timed frames after a warm-up, p50/p95/p99/max of the
+  floor, ``CFCAM`` and ``RealtimeCFCAM`` (a CUDA graph on CUDA); peak memory per call at
+  batch 1 and the largest batch, on CUDA.
 - Sync points: where a CF-CAM call first makes the host wait for the device (run under
   ``torch.cuda.set_sync_debug_mode("error")``), per backend: what stands between the
   present path and a CUDA graph.
@@ -38,6 +39,8 @@ import cfcam_fast as cf
 from cfcam_fast import _native, cluster
 from cfcam_fast.selection import eps_from_sq_distances
 from cfcam_fast.spec_math import min_samples_for
+
+from . import latency
 
 CHANNELS, SIDE = 2048, 7
 PATHS = [("torch", "native"), ("torch", "torch"), ("triton", "native")]
@@ -76,6 +79,18 @@ def unavailable(backend: str, dbscan: str, device: torch.device) -> str | None:
     return cluster.unavailable_reason(dbscan, device)
 
 
+def runnable(device: torch.device, out: dict[str, str], label: str):
+    """``(name, backend, dbscan)`` of each of ``PATHS`` that can run on ``device``; the
+    others are recorded in ``out`` as skipped. ``label`` formats the name."""
+    for backend, dbscan in PATHS:
+        name = label.format(backend, dbscan)
+        reason = unavailable(backend, dbscan, device)
+        if reason:
+            out[name] = f"skipped: {reason}"
+        else:
+            yield name, backend, dbscan
+
+
 def checks(device: torch.device) -> dict[str, str]:
     """CUDA against CPU, triton against torch, native CUDA ops against CPU ops."""
     if device.type != "cuda":
@@ -83,12 +98,7 @@ def checks(device: torch.device) -> dict[str, str]:
     out = {}
     A, G = captured(4, torch.device("cpu"))
     cpu = cf.cfcam_explain(A, G, (224, 224), backend="torch")
-    for backend, dbscan in PATHS:
-        name = f"{backend}+{dbscan} (cuda) vs torch+native (cpu)"
-        reason = unavailable(backend, dbscan, device)
-        if reason:
-            out[name] = f"skipped: {reason}"
-            continue
+    for name, backend, dbscan in runnable(device, out, "{}+{} (cuda) vs torch+native (cpu)"):
         try:
             got = cf.cfcam_explain(A.to(device), G.to(device), (224, 224), cf.CFCAMConfig(dbscan_backend=dbscan),
                                    backend=backend)
@@ -160,45 +170,6 @@ def timings(device: torch.device, batches: list[int], repeats: int) -> list[dict
     return rows
 
 
-LATENCY_MODELS = ("resnet18", "efficientnet_lite0")
-
-
-def frame_latency(device: torch.device, frames: int, warmup: int, models=LATENCY_MODELS) -> list[dict]:
-    """p50/p99/max milliseconds per frame (batch 1, 224x224) of the floor and of ``CFCAM``."""
-    from cfcam_fast.models import load_model, resolve_layer
-
-    from .paths import FLOOR, floor
-    from .runner import time_paths
-
-    rows = []
-    for name in models:
-        try:
-            model, layer_name = load_model(name, device=device)
-        except (ImportError, ValueError) as exc:
-            rows.append(dict(model=name, skipped=f"{type(exc).__name__}: {exc}"))
-            continue
-        layer = resolve_layer(model, layer_name)
-        x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)
-        paths = {FLOOR: lambda: floor(model, layer, x)}
-        for backend in ("auto", "torch"):
-            cam = cf.CFCAM(model, [layer], backend=backend)
-            paths[f"CFCAM, backend {backend}"] = lambda cam=cam: cam(x)
-        times = time_paths(list(paths.values()), device, warmup, frames)
-        for path, kept in zip(paths, times):
-            ms = sorted(1e3 * t for t in kept)
-            rows.append(dict(model=name, layer=layer_name, path=path, frames=len(ms),
-                             p50_ms=_percentile(ms, 50), p99_ms=_percentile(ms, 99), max_ms=ms[-1]))
-    return rows
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """The q-th percentile by linear interpolation (NumPy's default method)."""
-    pos = (len(sorted_values) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low)
-
-
 def sync_points(device: torch.device) -> dict[str, str]:
     """Per backend, the first line of cfcam_fast at which a CF-CAM call makes the host wait."""
     if device.type != "cuda":
@@ -207,12 +178,7 @@ def sync_points(device: torch.device) -> dict[str, str]:
 
     A, G = captured(1, device)
     out = {}
-    for backend, dbscan in PATHS:
-        name = f"{backend}+{dbscan}"
-        reason = unavailable(backend, dbscan, device)
-        if reason:
-            out[name] = f"skipped: {reason}"
-            continue
+    for name, backend, dbscan in runnable(device, out, "{}+{}"):
         config = cf.CFCAMConfig(dbscan_backend=dbscan)
         cf.cfcam_explain(A, G, (224, 224), config, backend=backend)  # compile and load outside the probe
         torch.cuda.synchronize(device)
@@ -247,11 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", default="1,64", help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--frames", type=int, default=300, help="timed frames per latency row")
-    parser.add_argument("--latency-models", default=",".join(LATENCY_MODELS),
+    parser.add_argument("--latency-models", default=",".join(latency.MODELS),
                         help="comma-separated models of the latency rows ('' for none)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     batches = [int(b) for b in args.batches.split(",")]
+    latency_models = [m for m in args.latency_models.split(",") if m]
     report = dict(
         date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -261,8 +228,8 @@ def main(argv: list[str] | None = None) -> None:
         input=f"[B, {CHANNELS}, {SIDE}, {SIDE}] float32, output 224x224",
         checks=checks(device),
         timings=timings(device, batches, args.repeats),
-        latency=frame_latency(device, args.frames, max(1, args.frames // 10),
-                              [m for m in args.latency_models.split(",") if m]),
+        latency=latency.latency_rows(device, args.frames, latency_models),
+        memory=latency.memory_rows(device, [1, max(batches)], latency_models) if device.type == "cuda" else [],
         sync_points=sync_points(device),
     )
     args.out.mkdir(parents=True, exist_ok=True)
@@ -274,14 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     for row in report["timings"]:
         value = f"{row['ms_per_image']:.3f}" if "ms_per_image" in row else row["skipped"]
         lines.append(f"| {row['path']} | {row['batch']} | {value} |")
-    lines += ["", f"## frame latency (batch 1, 224x224, {args.frames} frames)", "",
-              "| model | path | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
-    for row in report["latency"]:
-        if "skipped" in row:
-            lines.append(f"| {row['model']} | skipped: {row['skipped']} | | | |")
-        else:
-            lines.append(f"| {row['model']} | {row['path']} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | "
-                         f"{row['max_ms']:.3f} |")
+    lines += ["", f"## frame latency (batch 1, 224x224, {args.frames} frames) and peak memory", "",
+              latency.markdown(report["latency"], report["memory"], device)]
     lines += ["", "## host synchronisations (set_sync_debug_mode('error'))", ""]
     lines += [f"- {name}: {result}" for name, result in report["sync_points"].items()]
     (args.out / "device_checks.md").write_text("\n".join(lines) + "\n")

@@ -5,8 +5,8 @@
 Each case gets three warm-up calls, then ``--calls`` calls under ``torch.profiler`` (CPU and
 CUDA activities); printed per case: the wall time per call and the operators ranked by
 device time and by host (CPU) time. Cases: CF-CAM post-processing of 64 ResNet-50-like
-tensors (triton and torch backends, native DBSCAN), one ResNet-18 frame through ``CFCAM``,
-and Grad-CAM against the floor on one ResNet-50 image.
+tensors (triton and torch backends, native DBSCAN), one ResNet-18 frame through ``CFCAM``
+and through ``RealtimeCFCAM``, and Grad-CAM against the floor on one ResNet-50 image.
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ def cases(device: torch.device) -> dict[str, Callable[[], object]]:
         if name == "resnet18":
             cam = cf.CFCAM(model, [layer])
             out["CFCAM frame, resnet18, batch 1"] = lambda cam=cam, x=x: cam(x)
+            rt = cf.RealtimeCFCAM(model, layer, x)
+            out[f"RealtimeCFCAM frame ({rt.mode}), resnet18, batch 1"] = lambda rt=rt, x=x: rt(x)
         else:
             baseline = GradCAM(model, [layer])
             out["Grad-CAM baseline, resnet50, batch 1"] = lambda c=baseline, x=x: c(x)

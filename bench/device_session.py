@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_TEST_FILES = ["tests/test_native.py", "tests/test_triton_backend.py", "tests/test_torch_backend.py",
-                  "tests/test_cluster.py", "tests/test_capture.py"]
+                  "tests/test_cluster.py", "tests/test_capture.py", "tests/test_realtime.py"]
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider"]
 
 

@@ -61,11 +61,11 @@ def test_device_checks_dry_run_on_the_cpu(tmp_path):
     report = json.loads((tmp_path / "device_checks.json").read_text())
     assert len(report["timings"]) == len(device_checks.PATHS)
     assert all(("ms_per_image" in row) != ("skipped" in row) for row in report["timings"])
-    assert [row["frames"] for row in report["latency"]] == [2, 2, 2]
+    assert [row["frames"] for row in report["latency"]] == [2, 2, 2, 2]
     assert all(row["p50_ms"] <= row["p99_ms"] <= row["max_ms"] for row in report["latency"])
     text = (tmp_path / "device_checks.md").read_text()
     assert "| post-processing, torch backend, DBSCAN native | 1 |" in text
-    assert "| resnet18 | CFCAM, backend auto |" in text
+    assert "| resnet18 | RealtimeCFCAM |" in text and "| resnet18 | floor |" in text
 
 
 def test_device_session_dry_run_on_the_cpu(tmp_path):
