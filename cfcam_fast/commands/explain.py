@@ -1,4 +1,4 @@
-"""``cfcam-fast explain``: CF-CAM overlays and a summary for photos, files or folders.
+"""``cfcam-fast explain``: CF-CAM overlays and a summary for photos, files or folders, or videos.
 
 Per image ``<name>_cfcam.png`` (the map over the photo, titled with the predicted ImageNet
 class and its confidence) and one ``summary.json`` with an entry per image done, written
@@ -6,19 +6,34 @@ after every batch, so that an error part-way leaves the finished images and thei
 An entry holds ``file`` (the path, or ``bundled:<name>``), ``overlay`` (the PNG's name),
 ``class`` (ImageNet index), ``name`` (class name), ``confidence`` (softmax probability) and
 ``milliseconds`` (the image's share of its batch's forward, backward and CF-CAM time).
+
+A path with a video suffix (.mp4, .mov, .avi, .mkv, .webm, .m4v; needs PyAV, the ``[video]``
+extra) is explained frame by frame with ``RealtimeCFCAM`` at 224x224: per video
+``<name>_cfcam.mp4``, the overlays at the input's size, frame count and rate (a frame that
+failed is copied as it is), and ``<name>_frames.jsonl``, one line per frame with ``index``,
+``class``, ``name``, ``confidence``, ``milliseconds`` (the frame's wall time) and, for a
+failed frame only, ``error`` (then ``class`` is -1, ``name`` and ``confidence`` null).
+Videos run one after another; the exit status is 1 if any frame failed. ``--backend`` and
+``--batch-size`` apply to images only. Videos and images in one call are refused: explain
+them in separate calls.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from collections import deque
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from .options import (Item, add_input_arguments, check_backend, device_option, image_items,
                       positive_int)
 
-HELP = "explain images (default: the photos bundled with scikit-image and scikit-learn)"
+if TYPE_CHECKING:
+    from ..realtime import RealtimeCFCAM
+
+HELP = "explain images or videos (default: the photos bundled with scikit-image and scikit-learn)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +55,15 @@ def _batches(items: list[Item], size: int) -> Iterator[list[Item]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Explain every image; returns 0, or raises ``ValueError`` naming the bad input."""
+    """Explain every image or video; returns 0 (1 if a video frame failed), or raises
+    ``ValueError`` naming the bad input."""
+    from ..video import is_video
+
+    videos = [path for path in args.paths if is_video(path)]
+    if videos:
+        if len(videos) != len(args.paths):
+            raise ValueError("videos and images in one call: explain them in separate calls")
+        return _explain_videos(args, videos)
     import torch
     from tqdm import tqdm
 
@@ -98,3 +121,82 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(summary)} overlays and summary.json to {out} "
           f"(model {args.model}, layer {layer_name}, backend {args.backend}, device {device})")
     return 0
+
+
+def _explain_videos(args: argparse.Namespace, paths: list[str]) -> int:
+    """Explain each video frame by frame; returns 1 if any frame failed, else 0."""
+    import torch
+
+    from .. import CFCAMConfig, RealtimeCFCAM
+    from ..models import imagenet_classes, load_model, resolve_layer
+    from ..video import import_av
+
+    import_av()
+    for text in paths:
+        if not Path(text).is_file():
+            raise ValueError(f"no such file: {text}")
+    device = device_option(args.device)
+    model, default = load_model(args.model, args.weights, device)
+    layer_name = args.layer or default
+    rt = RealtimeCFCAM(model, resolve_layer(model, layer_name), torch.zeros(1, 3, 224, 224, device=device),
+                       config=CFCAMConfig(filter=args.filter, weighting=args.weighting))
+    classes = imagenet_classes()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failed, used = 0, set()
+    for text in paths:
+        stem, n = Path(text).stem, 1
+        name = stem
+        while name in used:
+            n += 1
+            name = f"{stem}_{n}"
+        used.add(name)
+        failed += _explain_video(rt, Path(text), out / name, classes,
+                                 f"model {args.model}, layer {layer_name}, device {device}")
+    return 1 if failed else 0
+
+
+def _explain_video(rt: RealtimeCFCAM, path: Path, prefix: Path, classes: list[str], setup: str) -> int:
+    """Write ``<prefix>_cfcam.mp4`` and ``<prefix>_frames.jsonl`` for one video; returns the
+    number of failed frames."""
+    import torch
+    from tqdm import tqdm
+
+    from ..video import VideoWriter, read_video
+    from ..viz import overlay
+
+    frames, info = read_video(path)
+    held: deque = deque()  # frames read but not yet written (the stream reads one ahead)
+
+    def keep() -> Iterator:
+        for frame in frames:
+            held.append(frame)
+            yield frame
+
+    video, log = Path(f"{prefix}_cfcam.mp4"), Path(f"{prefix}_frames.jsonl")
+    count, failed, total_ms = 0, 0, 0.0
+    with VideoWriter(video, info.fps) as writer, log.open("w") as lines:
+        results = rt.stream(keep(), skip_errors=True)
+        for result in tqdm(results, total=info.frames, desc=prefix.name, unit="frame"):
+            frame = held.popleft() if held else None  # None: the frame itself could not be decoded
+            error = result.error
+            if error is None and not bool(torch.isfinite(result.maps).all()):
+                error = f"frame {result.index}: non-finite activations or gradients"
+            record = {"index": result.index, "class": -1, "name": None, "confidence": None,
+                      "milliseconds": round(result.ms, 3)}
+            if error is None:
+                k = result.class_idx
+                record.update({"class": k, "name": classes[k] if 0 <= k < len(classes) else f"class {k}",
+                               "confidence": round(result.confidence, 6)})
+                writer.write(overlay(frame, result.maps))
+            else:
+                failed += 1
+                record["error"] = error
+                tqdm.write(f"cfcam-fast: {path}: {error}", file=sys.stderr)
+                if frame is not None:
+                    writer.write(frame)
+            count, total_ms = count + 1, total_ms + result.ms
+            lines.write(json.dumps(record) + "\n")
+    print(f"{path}: {count} frames ({failed} failed, {total_ms / max(count, 1):.1f} ms each); wrote "
+          f"{video.name} and {log.name} to {prefix.parent} ({setup})")
+    return failed
