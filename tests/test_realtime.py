@@ -20,6 +20,7 @@ from torch import nn
 
 import cfcam_fast as cf
 from cfcam_fast import cluster
+from cfcam_fast.cluster import certified
 from cfcam_fast.backends import torch_backend
 from helpers import POINT_KINDS, assert_state_unchanged, hooks_left, model_state, point_cloud, tiny_cnn
 
@@ -121,11 +122,12 @@ def test_the_static_core_compiles_with_fullgraph():
     """The CPU proof that a frame's CF-CAM has no host synchronisation and no
     data-dependent shape: ``torch.compile(fullgraph=True)`` traces it whole."""
     torch.manual_seed(0)
-    A = torch.randn(2, 64, 7, 7).relu()
-    A[:, :8] = 0
-    G = torch.randn(2, 64, 7, 7) * 1e-3
+    A = torch.randn(2, 256, 7, 7).relu()  # 192 points: more than one panel of the CPU product
+    A[:, :30] = 0
+    G = torch.randn(2, 256, 7, 7) * 1e-3
     config = cf.CFCAMConfig()
-    n = torch_backend.max_remaining(64, config.importance_percentile)
+    n = torch_backend.max_remaining(256, config.importance_percentile)
+    assert n > certified.PANEL_ROWS
     backend = cluster.resolve("auto", A.device)
     plan = torch_backend.StaticPlan(n, backend, torch.empty(2, n, n, dtype=cluster.distance_dtype(backend, A.device)))
 

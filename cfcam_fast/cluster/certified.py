@@ -52,6 +52,8 @@ def approx_sq_distances(points: torch.Tensor, out: Optional[torch.Tensor] = None
     B, n = x.shape[:2]
     if out is None:
         out = x.new_empty((B, n, n))
+    if torch.compiler.is_compiling():  # strided out= views do not trace: one whole product
+        return torch.bmm(left, right, out=out)
     for r0 in range(0, n, PANEL_ROWS):
         r1 = min(n, r0 + PANEL_ROWS)
         torch.bmm(left[:, r0:r1], right[:, :, r0:], out=out[:, r0:r1, r0:])
