@@ -3,7 +3,8 @@
 A subcommand module exposes ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``; it is imported only when its subcommand runs (or for ``--help``).
 A ``ValueError`` (bad input) or ``OSError`` (a file that cannot be written) escaping
-``run`` is a user error: one line on stderr, exit status 1, no traceback.
+``run`` is a user error: one line on stderr, exit status 1, no traceback. ``--version``
+prints ``cfcam-fast <version>``.
 """
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ COMMANDS = {
 
 def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
     """The parser; only the ``selected`` subcommand's module is imported for its options."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="cfcam-fast", description="Fast CF-CAM explanations.")
+    parser.add_argument("--version", action="version", version=f"cfcam-fast {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_path in COMMANDS.items():
         if selected in (None, name):

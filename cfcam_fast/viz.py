@@ -79,18 +79,36 @@ def overlay(image: ImageLike, cam: MapLike, alpha: float = 0.5, colormap: str = 
 
 
 def save_overlay(path: str | Path, image: ImageLike, cam: MapLike, title: str,
-                 alpha: float = 0.5, colormap: str = "jet") -> None:
-    """Write the overlay of ``cam`` on ``image`` as a PNG at ``path``, titled ``title``."""
+                 alpha: float = 0.5, colormap: str = "jet", *, caption: str | None = None,
+                 colorbar: bool = False) -> None:
+    """Write the overlay of ``cam`` on ``image`` as a PNG at ``path``, titled ``title``.
+
+    ``caption``: a line of text under the image (e.g. method, layer and weighting);
+    ``colorbar``: a bar on the right mapping the colours to map values 0 to 1.
+    """
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     blended = overlay(image, cam, alpha, colormap)
     height, width = blended.shape[:2]
     scale = 6.0 / max(height, width)
-    figure = Figure(figsize=(width * scale, height * scale + 0.5))
+    top, bottom = 0.5, 0.4 if caption else 0.0  # inches for the title and the caption
+    bar = 0.9 if colorbar else 0.0  # inches for the colour bar and its ticks
+    fig_w, fig_h = width * scale + bar, height * scale + top + bottom
+    figure = Figure(figsize=(fig_w, fig_h))
     FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.0, 0.0, 1.0, height * scale / (height * scale + 0.5)))
+    axes = figure.add_axes((0.0, bottom / fig_h, width * scale / fig_w, height * scale / fig_h))
     axes.imshow(blended)
     axes.set_axis_off()
     figure.suptitle(title, y=0.99, va="top")
+    if colorbar:
+        bar_axes = figure.add_axes((width * scale / fig_w + 0.1 / fig_w, bottom / fig_h,
+                                    0.2 / fig_w, height * scale / fig_h))
+        figure.colorbar(ScalarMappable(Normalize(0.0, 1.0), colormaps[colormap]), cax=bar_axes)
+    if caption:
+        figure.text(width * scale / 2 / fig_w, bottom / 2 / fig_h, caption, ha="center", va="center",
+                    fontsize=9, wrap=True)
     figure.savefig(str(path), format="png", dpi=100)

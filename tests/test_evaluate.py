@@ -42,3 +42,22 @@ def test_evaluate_bad_input(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["evaluate", "--scales", "a,b"])
+
+
+def test_evaluate_skips_unreadable_files_and_says_so(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(data.chelsea()).resize((64, 48)).save(folder / "cat.png")
+    (folder / "notes.jpg").write_text("not a JPEG")
+    out = tmp_path / "out"
+    fast = ["--backend", "reference", "--size", "64", "--steps", "1", "--scales", "1", "--draws", "1"]
+    assert main(["evaluate", str(folder), *fast, "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert f"cfcam-fast: skipped {folder / 'notes.jpg'}: cannot read image" in captured.err
+    assert "1 files skipped" in captured.out
+    report = json.loads((out / "evaluate.json").read_text())
+    assert report["images"] == ["cat"] and len(report["methods"]["Grad-CAM"]["per_image"]["deletion_zero"]) == 1
+    assert report["skipped"][0]["file"] == str(folder / "notes.jpg") and "error" in report["skipped"][0]
+    (folder / "cat.png").unlink()
+    assert main(["evaluate", str(folder), *fast, "--out", str(tmp_path / "none")]) == 1
+    assert "cfcam-fast: error: no image could be read: all 1 failed" in capsys.readouterr().err

@@ -117,7 +117,7 @@ def test_a_failed_frame_is_recorded_copied_and_makes_the_exit_status_nonzero(cli
 
     monkeypatch.setattr(cf.RealtimeCFCAM, "preprocess", failing_on_frame_3)
     out = tmp_path / "out"
-    assert main(["explain", str(path), "--model", "resnet18", "--out", str(out)]) == 1
+    assert main(["explain", str(path), "--model", "resnet18", "--random-weights", "--out", str(out)]) == 1
     records = _records(out / "pan_frames.jsonl")
     assert len(records) == FRAMES
     assert records[3] == {"index": 3, "class": -1, "name": None, "confidence": None,

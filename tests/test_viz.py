@@ -49,3 +49,18 @@ def test_save_overlay_writes_a_png(tmp_path):
     viz.save_overlay(path, Image.new("RGB", (40, 30), (10, 200, 30)), torch.rand(5, 5), "tabby (12.3%)")
     with Image.open(path) as written:
         assert written.format == "PNG" and written.size[0] > 0
+
+
+def test_save_overlay_adds_a_colour_bar_and_a_caption(tmp_path):
+    image, cam = Image.new("RGB", (40, 30), (10, 200, 30)), torch.rand(5, 5)
+    viz.save_overlay(tmp_path / "plain.png", image, cam, "tabby")
+    viz.save_overlay(tmp_path / "annotated.png", image, cam, "tabby", colorbar=True,
+                     caption="CF-CAM, gaussian filter, softmax weighting; layer bn2")
+    with Image.open(tmp_path / "plain.png") as plain, Image.open(tmp_path / "annotated.png") as annotated:
+        before, pixels = np.asarray(plain.convert("RGB")), np.asarray(annotated.convert("RGB")).astype(int)
+    (h0, w0), (h1, w1) = before.shape[:2], pixels.shape[:2]
+    # 0.9 inch of colour bar and 0.4 inch of caption at 100 dpi; the image part is unchanged.
+    assert (w1 - w0, h1 - h0) == (90, 40)
+    assert np.array_equal(before[60, 100], pixels[60, 100])
+    bar = pixels[60:h0 - 20, w0 + 20]  # a column through the bar: jet from red (top) to blue (bottom)
+    assert bar[0, 0] > 100 > bar[0, 2] and bar[-1, 2] > 100 > bar[-1, 0]

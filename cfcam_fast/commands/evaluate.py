@@ -7,8 +7,10 @@ averaged over the images: average drop and increase in confidence (map-multiplie
 ``map > 0.5``), deletion and insertion areas (zero and blurred baselines), SSIM robustness
 to gradient noise, and the top/bottom and top/second class correlations. Written to
 ``--out``: ``evaluate.md`` (the table, also printed), ``evaluate.json`` (per-image values
-and means) and ``evaluate.png`` (each photo with every method's overlay, then the first
-photo explained for its top and its bottom class under each method).
+and means; ``skipped``: ``{file, error}`` per file that could not be read) and
+``evaluate.png`` (each photo with every method's overlay, then the first photo explained
+for its top and its bottom class under each method). A file that cannot be read is reported
+on stderr and skipped, and makes the exit status 1; none readable is an error.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .options import add_input_arguments, check_backend, device_option, image_items, positive_int
+from .options import (add_input_arguments, check_backend, device_option, image_items, load_target,
+                      positive_int, skipped, try_load)
 
 HELP = "compare CF-CAM with Grad-CAM and Grad-CAM++: faithfulness, robustness, class sensitivity"
 
@@ -60,16 +63,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="cfcam_eval", help="output folder (default: ./cfcam_eval)")
 
 
-def methods(model, layer, backend: str) -> dict:
+def methods(model, layer, backend: str, reshape_transform=None) -> dict:
     """Every compared method by its display name: CF-CAM per filter and weighting, then the baselines."""
     from .. import CFCAM, CFCAMConfig
     from ..baselines import GradCAM, GradCAMPlusPlus
     from ..config import FILTERS, WEIGHTINGS
 
-    found = {f"CF-CAM {f}/{w}": CFCAM(model, [layer], config=CFCAMConfig(filter=f, weighting=w), backend=backend)
+    found = {f"CF-CAM {f}/{w}": CFCAM(model, [layer], reshape_transform,
+                                      config=CFCAMConfig(filter=f, weighting=w), backend=backend)
              for f in FILTERS for w in WEIGHTINGS}
-    found["Grad-CAM"] = GradCAM(model, [layer])
-    found["Grad-CAM++"] = GradCAMPlusPlus(model, [layer])
+    found["Grad-CAM"] = GradCAM(model, [layer], reshape_transform)
+    found["Grad-CAM++"] = GradCAMPlusPlus(model, [layer], reshape_transform)
     return found
 
 
@@ -154,26 +158,33 @@ def sheet(path: Path, names: list[str], photos: list, drawn: dict, class_names: 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate every method on the images; returns 0, or raises ``ValueError`` naming the bad input."""
+    """Evaluate every method on the readable images; returns 0, or 1 if a file was skipped;
+    raises ``ValueError`` naming the bad input, or when no image can be read."""
     from PIL import Image
     from tqdm import tqdm
 
-    from ..models import imagenet_classes, load_model, preprocess, resolve_layer
+    from ..models import imagenet_classes, preprocess
 
     device = device_option(args.device)
     items = image_items(args.paths)
-    model, default = load_model(args.model, args.weights, device)
-    layer_name = args.layer or default
-    layer = resolve_layer(model, layer_name)
+    target = load_target(args, device, args.size)
     check_backend(args.backend, device)
+    names, originals, skips = [], [], []
+    for item in items:
+        image, reason = try_load(item)
+        if image is None:
+            skips.append(skipped(item[1], reason))
+        else:
+            names.append(item[0])
+            originals.append(image)
+    if not originals:
+        raise ValueError(f"no image could be read: all {len(items)} failed (reasons above)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    names = [name for name, _, _ in items]
-    originals = [load() for _, _, load in items]
     x = preprocess(originals, size=args.size).to(device)
-    photos = [image.convert("RGB").resize(tuple(x.shape[-2:][::-1]), Image.BILINEAR) for image in originals]
+    photos = [image.resize(tuple(x.shape[-2:][::-1]), Image.BILINEAR) for image in originals]
 
-    found = methods(model, layer, args.backend)
+    found = methods(target.model, target.layer, args.backend, target.transform)
     results, drawn = {}, {}
     with tqdm(total=6 * len(found), desc="evaluate", unit="step") as progress:
         for name, cam in found.items():
@@ -184,11 +195,12 @@ def run(args: argparse.Namespace) -> int:
     text = table(results, args.scales)
     print(text)
     (out / "evaluate.md").write_text(text + "\n")
-    report = {"model": args.model, "layer": layer_name, "device": str(device), "backend": args.backend,
+    report = {"model": args.model, "layer": target.layer_name, "device": str(device), "backend": args.backend,
               "size": args.size, "steps": args.steps, "scales": args.scales, "draws": args.draws, "seed": args.seed,
-              "images": names, "methods": results}
+              "images": names, "skipped": skips, "methods": results}
     (out / "evaluate.json").write_text(json.dumps(report, indent=2) + "\n")
     sheet(out / "evaluate.png", names, photos, drawn, imagenet_classes())
-    print(f"wrote evaluate.md, evaluate.json and evaluate.png to {out} "
-          f"({len(names)} images, model {args.model}, layer {layer_name}, device {device})")
-    return 0
+    print(f"wrote evaluate.md, evaluate.json and evaluate.png to {out} ({len(names)} images"
+          f"{f', {len(skips)} files skipped' if skips else ''}, model {args.model}, "
+          f"layer {target.layer_name}, device {device})")
+    return 1 if skips else 0

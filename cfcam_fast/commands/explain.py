@@ -1,11 +1,18 @@
 """``cfcam-fast explain``: CF-CAM overlays and a summary for photos, files or folders, or videos.
 
 Per image ``<name>_cfcam.png`` (the map over the photo, titled with the predicted ImageNet
-class and its confidence) and one ``summary.json`` with an entry per image done, written
-after every batch, so that an error part-way leaves the finished images and their entries.
-An entry holds ``file`` (the path, or ``bundled:<name>``), ``overlay`` (the PNG's name),
-``class`` (ImageNet index), ``name`` (class name), ``confidence`` (softmax probability) and
-``milliseconds`` (the image's share of its batch's forward, backward and CF-CAM time).
+class and its confidence; with ``--annotate`` also a colour bar and a caption naming the
+method, model, layer, filter and weighting), and ``summary.json`` and ``summary.csv`` with
+an entry per file in input order, rewritten after every batch, so that an error part-way
+leaves the finished images and their entries. An entry holds ``file`` (the path, or
+``bundled:<name>``), ``overlay`` (the PNG's name), ``class`` (ImageNet index), ``name``
+(class name), ``confidence`` (softmax probability), ``batch`` (which model call explained
+it), ``batch_size`` (images in that call) and ``batch_milliseconds`` (the whole call's
+forward, backward and CF-CAM time; with ``--batch-size 1`` the image's own time). A file
+that cannot be read or explained is reported on stderr and skipped; its entry holds only
+``file`` and ``error`` (the reason). Images load as a photo viewer shows them
+(``models.load_image``: EXIF orientation applied, transparency on white). The exit status
+is 1 if any file was skipped; none explained is an error.
 
 A path with a video suffix (.mp4, .mov, .avi, .mkv, .webm, .m4v; needs PyAV, the ``[video]``
 extra) is explained frame by frame with ``RealtimeCFCAM`` at 224x224: per video
@@ -20,6 +27,7 @@ them in separate calls.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -27,12 +35,14 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from .options import (Item, add_input_arguments, check_backend, device_option, image_items,
-                      positive_int)
+from .options import (add_input_arguments, check_backend, device_option, image_items, load_target,
+                      positive_int, skipped, try_load)
 
 if TYPE_CHECKING:
     from ..realtime import RealtimeCFCAM
 
+SUMMARY_FIELDS = ["file", "overlay", "class", "name", "confidence", "batch", "batch_size",
+                  "batch_milliseconds", "error"]
 HELP = "explain images or videos (default: the photos bundled with scikit-image and scikit-learn)"
 
 
@@ -46,17 +56,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cluster-gradient filter (default: gaussian, the paper's)")
     parser.add_argument("--weighting", choices=WEIGHTINGS, default="softmax",
                         help="channel weighting (default: softmax, the authors')")
+    parser.add_argument("--annotate", action="store_true",
+                        help="add a colour bar and a caption (method, model, layer, filter, weighting) "
+                        "to each overlay")
     parser.add_argument("--out", default="cfcam_out", help="output folder (default: ./cfcam_out)")
 
 
-def _batches(items: list[Item], size: int) -> Iterator[list[Item]]:
+def _batches(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
 def run(args: argparse.Namespace) -> int:
-    """Explain every image or video; returns 0 (1 if a video frame failed), or raises
-    ``ValueError`` naming the bad input."""
+    """Explain every image or video; returns 0, or 1 if a file or video frame failed; raises
+    ``ValueError`` naming the bad input, or when no image could be explained."""
     from ..video import is_video
 
     videos = [path for path in args.paths if is_video(path)]
@@ -64,63 +77,98 @@ def run(args: argparse.Namespace) -> int:
         if len(videos) != len(args.paths):
             raise ValueError("videos and images in one call: explain them in separate calls")
         return _explain_videos(args, videos)
-    import torch
     from tqdm import tqdm
 
     from .. import CFCAM, CFCAMConfig
-    from ..models import imagenet_classes, load_model, preprocess, resolve_layer
+    from ..models import imagenet_classes
     from ..viz import save_overlay
 
     device = device_option(args.device)
     config = CFCAMConfig(filter=args.filter, weighting=args.weighting)
     items = image_items(args.paths)
-    model, default = load_model(args.model, args.weights, device)
-    layer_name = args.layer or default
-    layer = resolve_layer(model, layer_name)
+    target = load_target(args, device)
     check_backend(args.backend, device)
     classes = imagenet_classes()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    caption = (f"CF-CAM, {args.filter} filter, {args.weighting} weighting; "
+               f"{args.model}, layer {target.layer_name}") if args.annotate else None
 
-    summary: list[dict] = []
-    batches = list(_batches(items, args.batch_size))
+    entries: dict[int, dict] = {}  # input position -> summary entry
+    calls = 0
+    batches = list(_batches(list(enumerate(items)), args.batch_size))
     progress = tqdm(batches, desc="explain", unit="batch", disable=len(batches) < 2)
-    with CFCAM(model, [layer], config=config, backend=args.backend) as cam, progress:
+    with CFCAM(target.model, [target.layer], reshape_transform=target.transform, config=config,
+               backend=args.backend) as cam, progress:
         for batch in progress:
-            images, error = [], None
-            for _, _, load in batch:
+            loaded = []
+            for position, item in batch:
+                image, reason = try_load(item)
+                if image is None:
+                    entries[position] = skipped(item[1], reason)
+                else:
+                    loaded.append((position, item, image))
+            pending = [loaded] if loaded else []
+            while pending:  # a call that fails is retried image by image, to skip only the bad one
+                group = pending.pop(0)
                 try:
-                    images.append(load())
-                except ValueError as exc:
-                    error = exc
-                    break
-            if images:
-                x = preprocess(images).to(device)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                result = cam.explain(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                milliseconds = (time.perf_counter() - start) * 1000.0 / len(images)
+                    result, milliseconds = _timed_explain(cam, [image for _, _, image in group], device)
+                except (ValueError, RuntimeError) as exc:
+                    if len(group) > 1:
+                        pending[:0] = [[one] for one in group]
+                    else:
+                        position, (_, source, _), _ = group[0]
+                        entries[position] = skipped(source, f"cannot explain it: {exc}")
+                    continue
                 probabilities = result.logits.float().softmax(1).cpu()
                 maps = result.maps.cpu()
-                for i, ((name, source, _), image) in enumerate(zip(batch, images)):
+                for i, (position, (name, source, _), image) in enumerate(group):
                     index = int(result.class_idx[i])
                     label = classes[index] if 0 <= index < len(classes) else f"class {index}"
                     confidence = float(probabilities[i, index])
                     png = out / f"{name}_cfcam.png"
-                    save_overlay(png, image, maps[i], f"{label} ({confidence * 100:.1f}%)")
-                    summary.append({"file": source, "overlay": png.name, "class": index, "name": label,
-                                    "confidence": round(confidence, 6),
-                                    "milliseconds": round(milliseconds, 3)})
+                    save_overlay(png, image, maps[i], f"{label} ({confidence * 100:.1f}%)",
+                                 caption=caption, colorbar=args.annotate)
+                    entries[position] = {"file": source, "overlay": png.name, "class": index, "name": label,
+                                         "confidence": round(confidence, 6), "batch": calls,
+                                         "batch_size": len(group),
+                                         "batch_milliseconds": round(milliseconds, 3)}
                     tqdm.write(f"{name}: {label} ({confidence * 100:.1f}%)")
-            (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-            if error is not None:
-                raise error
-    print(f"wrote {len(summary)} overlays and summary.json to {out} "
-          f"(model {args.model}, layer {layer_name}, backend {args.backend}, device {device})")
-    return 0
+                calls += 1
+            _write_summary(out, [entries[p] for p in sorted(entries)])
+    failed = sum("error" in entry for entry in entries.values())
+    if failed == len(items):
+        raise ValueError(f"no image could be explained: all {failed} failed (reasons above and in "
+                         f"{out / 'summary.json'})")
+    print(f"wrote {len(items) - failed} overlays, summary.json and summary.csv to {out}"
+          f"{f' ({failed} of {len(items)} files skipped)' if failed else ''} (model {args.model}, "
+          f"layer {target.layer_name}, backend {args.backend}, device {device})")
+    return 1 if failed else 0
+
+
+def _timed_explain(cam, images: list, device):
+    """``cam.explain`` on the preprocessed ``images`` and its wall time in milliseconds."""
+    import torch
+
+    from ..models import preprocess
+
+    x = preprocess(images).to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    result = cam.explain(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return result, (time.perf_counter() - start) * 1000.0
+
+
+def _write_summary(out: Path, entries: list[dict]) -> None:
+    """``summary.json`` and ``summary.csv`` (columns ``SUMMARY_FIELDS``) for ``entries``."""
+    (out / "summary.json").write_text(json.dumps(entries, indent=2) + "\n")
+    with (out / "summary.csv").open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, SUMMARY_FIELDS)
+        writer.writeheader()
+        writer.writerows(entries)
 
 
 def _explain_videos(args: argparse.Namespace, paths: list[str]) -> int:
@@ -128,7 +176,7 @@ def _explain_videos(args: argparse.Namespace, paths: list[str]) -> int:
     import torch
 
     from .. import CFCAMConfig, RealtimeCFCAM
-    from ..models import imagenet_classes, load_model, resolve_layer
+    from ..models import imagenet_classes
     from ..video import import_av
 
     import_av()
@@ -136,9 +184,12 @@ def _explain_videos(args: argparse.Namespace, paths: list[str]) -> int:
         if not Path(text).is_file():
             raise ValueError(f"no such file: {text}")
     device = device_option(args.device)
-    model, default = load_model(args.model, args.weights, device)
-    layer_name = args.layer or default
-    rt = RealtimeCFCAM(model, resolve_layer(model, layer_name), torch.zeros(1, 3, 224, 224, device=device),
+    target = load_target(args, device)
+    if target.transform is not None:
+        raise ValueError(f"videos need a target layer with a [B, C, H, W] output, and {args.model}'s "
+                         f"{target.layer_name} needs --reshape {args.reshape}: explain frames as images")
+    layer_name = target.layer_name
+    rt = RealtimeCFCAM(target.model, target.layer, torch.zeros(1, 3, 224, 224, device=device),
                        config=CFCAMConfig(filter=args.filter, weighting=args.weighting))
     classes = imagenet_classes()
     out = Path(args.out)
