@@ -28,8 +28,6 @@ def test_grad_cam_package_pattern(config):
     with GradCamCFCAM(model=model, target_layers=[model.features], config=config, backend="reference") as cam:
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(2), ClassifierOutputTarget(4)])
         assert cam(input_tensor=x, targets=None).shape == (2, 16, 16)
-        with pytest.raises(ValueError, match="eigen_smooth"):
-            cam(input_tensor=x, targets=None, eigen_smooth=True)
     assert isinstance(maps, np.ndarray) and maps.shape == (2, 16, 16) and maps.dtype == np.float32
     # The same core on the same captured tensors (grad-cam backpropagates with .backward()
     # instead of autograd.grad: identical float32 operations), so equal to float32 rounding.
@@ -54,7 +52,8 @@ def test_torchcam_pattern(config):
 
     model, x = tiny_cnn().eval(), images(batch=2)  # torchcam's pattern: the user runs the model in eval mode
     expected = CFCAM(model, [model.features], config=config, backend="reference")(x, [1, 3])
-    with TorchcamCFCAM(model, "features", config=config, backend="reference") as extractor:
+    # upsample=True: input-sized maps, cfcam_fast.CFCAM's (the default is the layer's size).
+    with TorchcamCFCAM(model, "features", config=config, backend="reference", upsample=True) as extractor:
         out = model(x)
         cams = extractor([1, 3], out)
         assert len(cams) == 1 and cams[0].shape == (2, 16, 16)

@@ -20,5 +20,7 @@ def dbscan_labels(dist: torch.Tensor, counts: torch.Tensor, eps: torch.Tensor,
     for b, (c, e, m) in enumerate(zip(counts.tolist(), eps.tolist(), min_samples.tolist())):
         if c > 0:
             prefix = symmetric_from_upper(D[b, :c, :c])
+            if e <= 0:  # scikit-learn wants eps > 0: give it the neighbour relation d <= e itself
+                prefix, e = (prefix > e).astype(np.float64), 0.5
             out[b, :c] = DBSCAN(eps=e, min_samples=m, metric="precomputed").fit(prefix).labels_
     return torch.from_numpy(out).to(dist.device)

@@ -1,10 +1,11 @@
 """CF-CAM as a CAM class of the ``grad-cam`` package (``pip install grad-cam``).
 
 ``CFCAM`` subclasses ``pytorch_grad_cam.base_cam.BaseCAM``: it takes the package's
-``ClassifierOutputTarget`` targets, ``aug_smooth`` and ``reshape_transform``, returns NumPy
-maps ``[B, H, W]`` in ``[0, 1]`` that its ``show_cam_on_image`` and its metrics accept, and
-computes each layer's map with ``cfcam_fast``'s core on the input's device (the package keeps
-the captured tensors on the CPU; they are moved back for the core).
+``ClassifierOutputTarget`` targets, ``aug_smooth``, ``eigen_smooth`` and
+``reshape_transform``, releases its hooks on leaving a ``with`` block, returns NumPy maps
+``[B, H, W]`` (float32, in ``[0, 1]``) that its ``show_cam_on_image`` and its metrics accept,
+and computes each layer's map with ``cfcam_fast``'s core on the input's device (the package
+keeps the captured tensors on the CPU; they are moved back for the core).
 """
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from typing import Callable, List, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..config import CFCAMConfig, as_config
-from ..core import cfcam
+from ..core import cfcam_explain
 
 try:
     from pytorch_grad_cam.base_cam import BaseCAM as _GradCamBase
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 except ImportError as exc:  # pragma: no cover - exercised only without the optional package
     raise ImportError("cfcam_fast.integrations.grad_cam needs the grad-cam package: pip install grad-cam") from exc
 
@@ -28,7 +31,9 @@ class CFCAM(_GradCamBase):
     ``config`` and ``backend`` are those of ``cfcam_fast.CFCAM``. The map of one layer is
     exactly ``cfcam_fast.CFCAM``'s (SPEC.md step 7, divided by its maximum, not min-max
     scaled); several layers are averaged and divided by the maximum, as ``cfcam_fast``
-    does. ``eigen_smooth`` has no meaning for CF-CAM and is refused.
+    does. ``eigen_smooth=True`` means what it means for the package's ``GradCAM``: the
+    first principal component of the weighted activations ``alpha_c A_c`` (SPEC.md step 6,
+    the package's ``get_2d_projection``) replaces their sum, then ReLU and step 7.
     """
 
     def __init__(self, model: torch.nn.Module, target_layers: List[torch.nn.Module],
@@ -39,13 +44,17 @@ class CFCAM(_GradCamBase):
         self.backend = backend
 
     def compute_cam_per_layer(self, input_tensor: torch.Tensor, targets, eigen_smooth: bool) -> list:
-        if eigen_smooth:
-            raise ValueError("eigen_smooth is not defined for CF-CAM; call with eigen_smooth=False")
         size = tuple(input_tensor.shape[-2:])
         per_layer = []
         for act, grad in zip(self.activations_and_grads.activations, self.activations_and_grads.gradients):
             act = act.to(input_tensor.device)
-            maps = cfcam(act, grad.to(act.device), size, self.config, self.backend)
+            grad = grad.to(act.device)
+            if eigen_smooth:
+                alpha = cfcam_explain(act, grad, None, self.config, self.backend).weights
+                weighted = (alpha[:, :, None, None] * act.float()).cpu().numpy()
+                maps = _upsample_and_normalise(torch.from_numpy(get_2d_projection(weighted)).clamp(min=0), size)
+            else:
+                maps = cfcam_explain(act, grad, size, self.config, self.backend).maps
             per_layer.append(maps.float().cpu().numpy()[:, None])
         return per_layer
 
@@ -53,3 +62,10 @@ class CFCAM(_GradCamBase):
         maps = np.concatenate(cam_per_target_layer, axis=1).mean(axis=1)
         peak = np.maximum(maps.reshape(len(maps), -1).max(axis=1), np.finfo(np.float32).tiny)
         return (maps / peak[:, None, None]).astype(np.float32)  # zero maps stay zero
+
+
+def _upsample_and_normalise(cam: torch.Tensor, size: tuple) -> torch.Tensor:
+    """SPEC.md step 7 on non-negative maps ``[B, h, w]``: bilinear to ``size``, divided by the maximum."""
+    cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(1)
+    return cam / torch.where(peak > 0, peak, 1.0)[:, None, None]  # zero maps stay zero

@@ -1,12 +1,19 @@
 """CF-CAM as a ``torchcam`` extractor (``pip install torchcam``).
 
-``CFCAM`` subclasses torchcam's gradient-based extractor, so it hooks, back-propagates and
-fuses exactly as torchcam's ``GradCAM`` does and works with ``torchcam.metrics``; the maps
-come from ``cfcam_fast``'s core on the hooked tensors' device::
+``CFCAM`` subclasses torchcam's gradient-based extractor, so it takes torchcam's
+constructor arguments (``enable_hooks`` and ``reshape_transform`` included), hooks,
+back-propagates and fuses exactly as torchcam's ``GradCAM`` does, and works with
+``torchcam.metrics``, ``torchcam.explain`` and ``torchcam.utils.overlay_mask``; the maps come
+from ``cfcam_fast``'s core on the hooked tensors' device::
 
     with CFCAM(model, "features") as extractor:
         out = model(x)
-        cams = extractor(class_idx, out)   # one [B, H_in, W_in] map per target layer
+        cams = extractor(class_idx, out)   # one [B, h, w] map per target layer
+
+Map size: by default the maps are at the target layer's resolution ``[B, h, w]``, as
+torchcam's extractors return them (so ``overlay_mask`` and ``fuse_cams`` resize them as
+they resize torchcam's own). Earlier versions returned maps at the input's size; pass
+``upsample=True`` for those (``cfcam_fast.CFCAM``'s maps, SPEC.md step 7).
 """
 from __future__ import annotations
 
@@ -25,22 +32,27 @@ except ImportError as exc:  # pragma: no cover - exercised only without the opti
 
 
 class CFCAM(_GradCAM):
-    """CF-CAM with torchcam's call pattern: ``extractor(class_idx, scores)``.
+    """CF-CAM with torchcam's constructor and call: ``extractor(class_idx, scores)``.
 
-    ``config`` and ``backend`` are those of ``cfcam_fast.CFCAM``. The maps are at the size
-    of the model's last input (recorded by a forward pre-hook on the model), exactly
-    ``cfcam_fast.CFCAM``'s maps: SPEC.md step 7 always normalises them, so
-    ``normalized=False`` is refused.
+    The positional arguments are torchcam's (``model, target_layer, input_shape,
+    enable_hooks, reshape_transform``); ``config`` and ``backend`` (keyword-only) are those of
+    ``cfcam_fast.CFCAM``. Each map is SPEC.md's, divided by its maximum (not min-max scaled),
+    at the layer's resolution; with ``upsample=True`` at the size of the model's last input
+    (recorded by a forward pre-hook on the model), exactly ``cfcam_fast.CFCAM``'s maps.
+    The maps are always normalised, so ``normalized=False`` is refused.
     """
 
     def __init__(self, model: nn.Module, target_layer: Any = None, input_shape: tuple = (3, 224, 224),
-                 config: Optional[CFCAMConfig] = None, backend: str = "auto",
-                 reshape_transform: Optional[Callable] = None) -> None:
-        super().__init__(model, target_layer, input_shape, reshape_transform=reshape_transform)
+                 enable_hooks: bool = True, reshape_transform: Optional[Callable] = None, *,
+                 config: Optional[CFCAMConfig] = None, backend: str = "auto", upsample: bool = False) -> None:
+        super().__init__(model, target_layer, input_shape, enable_hooks=enable_hooks,
+                         reshape_transform=reshape_transform)
         self.config = as_config(config)
         self.backend = backend
+        self.upsample = upsample
         self._input_size: Optional[tuple] = None
-        self.hook_handles.append(model.register_forward_pre_hook(self._hook_input))
+        if upsample:
+            self.hook_handles.append(model.register_forward_pre_hook(self._hook_input))
 
     def _hook_input(self, _module: nn.Module, args: tuple) -> None:
         if self._hooks_enabled and args and isinstance(args[0], torch.Tensor):
@@ -51,5 +63,8 @@ class CFCAM(_GradCAM):
         if not normalized:
             raise ValueError("CF-CAM maps are always normalised (SPEC.md step 7); call with normalized=True")
         self._backprop(scores, class_idx, targets=targets, **kwargs)
-        return [cfcam(act, grad, self._input_size, self.config, self.backend)
-                for act, grad in zip(self.hook_a, self.hook_g)]
+        size = self._input_size if self.upsample else None
+        return [cfcam(act, grad, size, self.config, self.backend) for act, grad in zip(self.hook_a, self.hook_g)]
+
+    def _extra_repr(self) -> str:
+        return f"{super()._extra_repr()}, upsample={self.upsample}"
