@@ -2,7 +2,8 @@
 
 Both share ``cfcam_fast.cam.BaseCAM`` (hooks, targets, one forward and one backward) and
 SPEC.md step 7's output rule (ReLU, bilinear upsampling, division by the maximum), so the
-three methods differ only in the channel weights.
+three methods differ only in the channel weights. They compute in float64, so activations
+and gradients in float32's subnormal range keep their precision.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 
 from .cam import BaseCAM
 from .config import CFCAMResult
+from .core import check_captured
 
 GRADCAM_PLUSPLUS_EPS = 1e-6  # the denominator guard of the grad-cam package's Grad-CAM++
 
@@ -55,22 +57,25 @@ class _WeightedCAM(BaseCAM):
         raise NotImplementedError
 
     def _core(self, activations: torch.Tensor, gradients: torch.Tensor, output_size) -> CFCAMResult:
+        check_captured(activations, gradients)
         with torch.no_grad():
-            A = activations.detach().float()
-            G = gradients.detach().float()
+            A = activations.detach().double()
+            G = gradients.detach().double()
             w = self._weights(A, G)
             B, C = w.shape
             return CFCAMResult(
-                maps=weighted_map(A, w, output_size),
+                maps=weighted_map(A, w, output_size).float(),
                 labels=torch.full((B, C), -2, dtype=torch.int64, device=A.device),
-                channel_weights=w,
-                weights=w.clone(),
+                channel_weights=w.float(),
+                weights=w.float(),
                 eps=torch.full((B,), float("nan"), dtype=torch.float64, device=A.device),
             )
 
 
 class GradCAM(_WeightedCAM):
-    """Grad-CAM (Selvaraju et al.) with ``cf.CFCAM``'s constructor, call and result.
+    """Grad-CAM (Selvaraju et al.) with ``cf.CFCAM``'s call and result, and the constructor
+    of ``cam.BaseCAM`` (``output_selector``; ``layer_call`` for a layer that runs more than
+    once per forward, which is an error without it).
 
     ``labels`` are -2 (every channel kept), ``channel_weights`` and ``weights`` the mean
     gradients, ``eps`` NaN.
@@ -81,7 +86,9 @@ class GradCAM(_WeightedCAM):
 
 
 class GradCAMPlusPlus(_WeightedCAM):
-    """Grad-CAM++ (Chattopadhay et al.) with ``cf.CFCAM``'s constructor, call and result.
+    """Grad-CAM++ (Chattopadhay et al.) with ``cf.CFCAM``'s call and result, and the
+    constructor of ``cam.BaseCAM`` (``output_selector``; ``layer_call`` for a layer that runs
+    more than once per forward, which is an error without it).
 
     ``channel_weights`` and ``weights`` are the Grad-CAM++ weights
     (``gradcam_plusplus_weights``); ``labels`` -2, ``eps`` NaN.

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from . import backends
-from .capture import Targets, capture
+from .capture import Targets, capture, check_hookable
 from .config import CFCAMConfig, CFCAMResult, as_config
 from .core import cfcam_explain
 
@@ -15,12 +15,23 @@ from .core import cfcam_explain
 class BaseCAM:
     """Shared model handling of the CAM classes: target layers, context manager, call.
 
+    ``output_selector``: a callable picking the logits from a model output that is not a
+    tensor (e.g. ``lambda out: out.logits`` for Hugging Face models); without it such an
+    output is a ``ValueError`` naming its types. ``layer_call``: which call to explain of a
+    target layer that runs several times in one forward pass (an index into its calls:
+    0 the first, -1 the last); without it such a layer is a ``ValueError``, never a silent
+    pick. TorchScript models and layers (``torch.jit.trace``/``script`` output) are refused
+    here, since hooks cannot run inside them; so are integer inputs and calls under
+    ``torch.inference_mode()`` (the call needs autograd). A target layer of spatial size
+    1x1 warns that its map is constant.
+
     Subclasses implement ``_core(activations, gradients, output_size) -> CFCAMResult``.
     Hooks exist only during a call, so nothing outlives a call or the ``with`` block.
     """
 
     def __init__(self, model: nn.Module, target_layers: Sequence[nn.Module],
-                 reshape_transform: Optional[Callable] = None) -> None:
+                 reshape_transform: Optional[Callable] = None, *, output_selector: Optional[Callable] = None,
+                 layer_call: Optional[int] = None) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if isinstance(target_layers, nn.Module):
@@ -28,9 +39,16 @@ class BaseCAM:
         target_layers = list(target_layers)
         if not target_layers or not all(isinstance(m, nn.Module) for m in target_layers):
             raise ValueError("target_layers must be a non-empty list of modules of the model")
+        check_hookable(model, target_layers)
+        if output_selector is not None and not callable(output_selector):
+            raise ValueError(f"output_selector must be a callable or None, got {type(output_selector).__name__}")
+        if layer_call is not None and (not isinstance(layer_call, int) or isinstance(layer_call, bool)):
+            raise ValueError(f"layer_call must be an int or None, got {layer_call!r}")
         self.model = model
         self.target_layers = target_layers
         self.reshape_transform = reshape_transform
+        self.output_selector = output_selector
+        self.layer_call = layer_call
 
     def __enter__(self):
         return self
@@ -51,7 +69,8 @@ class BaseCAM:
         With several target layers, ``maps`` is their average, renormalised to a maximum
         of 1, and the other fields are those of the first layer.
         """
-        captured = capture(self.model, x, self.target_layers, targets, self.reshape_transform)
+        captured = capture(self.model, x, self.target_layers, targets, self.reshape_transform,
+                           output_selector=self.output_selector, layer_call=self.layer_call)
         size = tuple(x.shape[-2:])
         results = [self._core(a, g, size) for a, g in zip(captured.activations, captured.gradients)]
         result = results[0]
@@ -72,12 +91,16 @@ class CFCAM(BaseCAM):
     """CF-CAM on a model (SPEC.md): one forward and one backward for the whole batch.
 
     ``backend``: "auto", "reference", "torch" or "triton" (see ``cfcam_fast.backends``).
+    ``output_selector`` and ``layer_call`` as in ``BaseCAM``: a layer that runs more than
+    once per forward is an error unless ``layer_call`` picks the call to explain.
     """
 
     def __init__(self, model: nn.Module, target_layers: Sequence[nn.Module],
                  reshape_transform: Optional[Callable] = None, config: Optional[CFCAMConfig] = None,
-                 backend: str = "auto") -> None:
-        super().__init__(model, target_layers, reshape_transform)
+                 backend: str = "auto", *, output_selector: Optional[Callable] = None,
+                 layer_call: Optional[int] = None) -> None:
+        super().__init__(model, target_layers, reshape_transform, output_selector=output_selector,
+                         layer_call=layer_call)
         self.config = as_config(config)
         if backend != "auto":
             backends.unavailable_reason(backend)  # an unknown name fails here, not at the first call

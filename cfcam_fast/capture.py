@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import operator
 import threading
+import warnings
 import weakref
+from collections.abc import Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
@@ -122,14 +124,68 @@ def target_scores(logits: torch.Tensor, targets: Targets) -> tuple[torch.Tensor,
     return torch.stack(scores), torch.tensor(idx, dtype=torch.int64, device=logits.device)
 
 
-@contextmanager
-def _hooked_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module]):
-    """Forward ``x`` in eval mode with grad enabled; yields the logits and the target
-    layers' outputs (graph kept). Hooks and training flags are restored on exit, and the
-    model's lock is held until then, so the caller's backward runs under it too."""
+def check_hookable(model: nn.Module, layers: Sequence[nn.Module]) -> None:
+    """``ValueError`` when ``model`` or a target layer is TorchScript (``torch.jit.trace`` or
+    ``torch.jit.script`` output): forward hooks cannot run inside a TorchScript graph."""
+    for what, module in [("model", model)] + [("target layer", layer) for layer in layers]:
+        if isinstance(module, torch.jit.ScriptModule):
+            kind = ("traced (torch.jit.TracedModule)" if isinstance(module, torch.jit.TracedModule)
+                    else "scripted (torch.jit.ScriptModule)")
+            raise ValueError(f"the {what} is {kind}: forward hooks cannot run inside a TorchScript graph, "
+                             "so the target layer's output cannot be captured; pass the original nn.Module, "
+                             "before torch.jit.trace or torch.jit.script")
+
+
+def _describe(value) -> str:
+    """A short description of a model output, naming the types inside a tuple, list or dict."""
+    name = type(value).__name__
+    if isinstance(value, (tuple, list)):
+        return f"{name} of ({', '.join(type(v).__name__ for v in value)})"
+    if isinstance(value, Mapping):
+        return f"{name} of {{{', '.join(f'{k!r}: {type(v).__name__}' for k, v in value.items())}}}"
+    return name
+
+
+def _check_input(x) -> torch.Tensor:
+    """The input batch, or ``ValueError``: a floating-point tensor ``[B, ...]``, outside
+    ``torch.inference_mode()``; an inference tensor is cloned into a normal one."""
+    if torch.is_inference_mode_enabled():
+        raise ValueError("CAM calls need autograd (a backward pass to the target layers), which is off "
+                         "under torch.inference_mode(): call outside torch.inference_mode()")
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         raise ValueError(f"input must be a batched tensor [B, ...], got {getattr(x, 'shape', type(x))}")
-    outputs: dict[int, torch.Tensor] = {}
+    if not x.is_floating_point():
+        raise ValueError(f"input is a {x.dtype} tensor; models take floating-point images: convert and "
+                         "normalise it first (e.g. x.float() / 255, then the model's mean and std)")
+    return x.clone() if x.is_inference() else x
+
+
+def _logits(out, output_selector: Optional[Callable]) -> torch.Tensor:
+    """The logits in a model output ``out``: ``output_selector(out)`` if given, else ``out``;
+    ``ValueError`` naming the types when that is not a tensor."""
+    if output_selector is None:
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"the model returned {_describe(out)}, not a tensor of logits; pass "
+                             "output_selector= to pick them (e.g. output_selector=lambda out: out.logits "
+                             "for Hugging Face models, or lambda out: out[0])")
+        return out
+    logits = output_selector(out)
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(f"output_selector returned {_describe(logits)}, not a tensor of logits")
+    return logits
+
+
+@contextmanager
+def _hooked_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module],
+                    layer_call: Optional[int] = None):
+    """Forward ``x`` in eval mode with grad enabled; yields the model's output and the
+    target layers' outputs (graph kept): the call ``layer_call`` of a layer that runs
+    several times, which without it is an error. Hooks and training flags are restored on
+    exit, and the model's lock is held until then, so the caller's backward runs under it
+    too."""
+    x = _check_input(x)
+    check_hookable(model, layers)
+    outputs: list[list[torch.Tensor]] = [[] for _ in layers]
 
     def keeper(i):
         def hook(module, inputs, output):
@@ -138,7 +194,7 @@ def _hooked_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Modul
                                  f"{type(output).__name__}, not a tensor")
             if not output.requires_grad:
                 output = output.detach().requires_grad_(True)
-            outputs[i] = output
+            outputs[i].append(output)
             # The model goes on with a copy, so an in-place op after the layer (e.g.
             # ReLU(inplace=True)) cannot overwrite what is kept or modify a leaf.
             return output.clone()
@@ -148,14 +204,28 @@ def _hooked_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Modul
         handles = [layer.register_forward_hook(keeper(i)) for i, layer in enumerate(layers)]
         try:
             with eval_mode(model), torch.enable_grad():
-                logits = model(x)
-                missing = [layer_name(model, layers[i]) for i in range(len(layers)) if i not in outputs]
-                if missing:
-                    raise ValueError(f"target layer(s) {missing} did not run in the forward pass")
-                yield logits, [outputs[i] for i in range(len(layers))]
+                out = model(x)
+                yield out, _chosen_calls(model, layers, outputs, layer_call)
         finally:
             for handle in handles:
                 handle.remove()
+
+
+def _chosen_calls(model: nn.Module, layers: Sequence[nn.Module], outputs: list, layer_call: Optional[int]):
+    """Per target layer, the output of the call to explain (see ``_hooked_forward``)."""
+    missing = [layer_name(model, layer) for layer, calls in zip(layers, outputs) if not calls]
+    if missing:
+        scripted = [name for name, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)]
+        hint = f" (hooks cannot run inside the TorchScript submodule {scripted[0]!r})" if scripted else ""
+        raise ValueError(f"target layer(s) {missing} did not run in the forward pass{hint}")
+    for layer, calls in zip(layers, outputs):
+        if layer_call is None and len(calls) > 1:
+            raise ValueError(f"target layer {layer_name(model, layer)!r} ran {len(calls)} times in one forward "
+                             "pass; choose the call to explain with layer_call= (0 the first, -1 the last)")
+        if layer_call is not None and not -len(calls) <= layer_call < len(calls):
+            raise ValueError(f"layer_call={layer_call}, but target layer {layer_name(model, layer)!r} ran "
+                             f"{len(calls)} time(s) in the forward pass")
+    return [calls[0 if layer_call is None else layer_call] for calls in outputs]
 
 
 def _checked_layout(model: nn.Module, layer: nn.Module, act: torch.Tensor, grad: Optional[torch.Tensor],
@@ -168,13 +238,19 @@ def _checked_layout(model: nn.Module, layer: nn.Module, act: torch.Tensor, grad:
     if act.dim() != 4:
         raise ValueError(f"target layer {layer_name(model, layer)!r} gave shape {tuple(act.shape)}; "
                          "CF-CAM needs [B, C, H, W] (pass a reshape_transform for other layouts)")
+    if act.shape[-2:] == (1, 1):
+        warnings.warn(f"target layer {layer_name(model, layer)!r} has spatial size 1x1: its map is constant "
+                      "and carries no spatial information; choose an earlier layer", UserWarning, stacklevel=4)
     return act, grad
 
 
 def capture(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module], targets: Targets = None,
-            reshape_transform: Optional[Callable] = None) -> Captured:
-    """One forward and one backward through ``model`` for the batch ``x``."""
-    with _hooked_forward(model, x, layers) as (logits, raw):
+            reshape_transform: Optional[Callable] = None, *, output_selector: Optional[Callable] = None,
+            layer_call: Optional[int] = None) -> Captured:
+    """One forward and one backward through ``model`` for the batch ``x``
+    (``output_selector`` and ``layer_call`` as in ``cam.BaseCAM``)."""
+    with _hooked_forward(model, x, layers, layer_call) as (out, raw):
+        logits = _logits(out, output_selector)
         scores, class_idx = target_scores(logits, targets)
         grads = torch.autograd.grad(scores.sum(), raw, allow_unused=True)
     activations, gradients = [], []
@@ -199,15 +275,18 @@ class CapturedClasses:
 
 def capture_classes(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module],
                     classes: Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]],
-                    reshape_transform: Optional[Callable] = None) -> CapturedClasses:
+                    reshape_transform: Optional[Callable] = None, *, output_selector: Optional[Callable] = None,
+                    layer_call: Optional[int] = None) -> CapturedClasses:
     """Gradients of ``K`` classes per image from one forward and one batched backward.
 
     ``classes``: an integer ``[B, K]`` tensor, or a callable mapping the ``[B, N]`` logits to
     one (e.g. the top and the bottom class). The backward is a single
     ``torch.autograd.grad(..., is_grads_batched=True)`` over the ``K`` one-hot seeds, so each
-    row equals a separate backward of that class's logit.
+    row equals a separate backward of that class's logit. ``output_selector`` and
+    ``layer_call`` as in ``cam.BaseCAM``.
     """
-    with _hooked_forward(model, x, layers) as (logits, raw):
+    with _hooked_forward(model, x, layers, layer_call) as (out, raw):
+        logits = _logits(out, output_selector)
         flat = logits.flatten(1)
         idx = classes(flat.detach()) if callable(classes) else classes
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[0] != flat.shape[0] \

@@ -11,7 +11,8 @@ from .config import CFCAMConfig, CFCAMResult, as_config
 
 
 def check_captured(activations: torch.Tensor, gradients: torch.Tensor) -> None:
-    """Shapes, dtypes and finiteness of a captured pair; ``ValueError`` saying what is wrong."""
+    """Shapes, dtypes, finiteness and float32 range of a captured pair; ``ValueError``
+    saying what is wrong (and at which batch index)."""
     for name, t in (("activations", activations), ("gradients", gradients)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -27,15 +28,29 @@ def check_captured(activations: torch.Tensor, gradients: torch.Tensor) -> None:
                          "must be on the same device")
     if activations.shape[0] == 0 or activations.shape[1] == 0:
         raise ValueError(f"need at least one image and one channel, got shape {tuple(activations.shape)}")
+    f32 = torch.finfo(torch.float32)
     for name, t in (("activations", activations), ("gradients", gradients)):
         # max and min propagate NaN and keep inf: finite iff both are (one fast reduction
         # each, where isfinite would build a mask as large as the tensor).
         flat = t.flatten(1)
-        bad = ~(torch.isfinite(flat.amax(1)) & torch.isfinite(flat.amin(1)))
-        if bool(bad.any()):
-            index = bad.nonzero().flatten().tolist()
-            raise ValueError(f"{name} contain non-finite values (NaN or inf) at batch index "
-                             f"{', '.join(map(str, index))}")
+        high, low = flat.amax(1), flat.amin(1)
+        bad = ~(torch.isfinite(high) & torch.isfinite(low))
+        # The cores round to float32 first: a float64 image must neither overflow it nor sink
+        # below its normal range (the cores scale float32 images, subnormal ones included).
+        peak = torch.maximum(high.abs(), low.abs())
+        outside = ((peak > f32.max) | ((peak > 0) & (peak < f32.tiny))) if t.dtype == torch.float64 \
+            else torch.zeros_like(bad)
+        if bool((bad | outside).any()):  # one host synchronisation when all is well
+            if bool(bad.any()):
+                raise ValueError(f"{name} contain non-finite values (NaN or inf) at batch index {_indices(bad)}")
+            raise ValueError(f"{name} overflow or underflow float32, which the CAM cores compute in, at batch "
+                             f"index {_indices(outside)}: each image's largest magnitude must be 0 or within "
+                             f"[{f32.tiny:.4g}, {f32.max:.4g}]; rescale them")
+
+
+def _indices(mask: torch.Tensor) -> str:
+    """The batch indices where ``mask`` is set, comma-separated."""
+    return ", ".join(map(str, mask.nonzero().flatten().tolist()))
 
 
 def _output_size(output_size: Optional[Sequence[int]], activations: torch.Tensor) -> tuple[int, int]:

@@ -23,24 +23,76 @@ from ..spec_math import lerp, linear_percentile_position, min_samples_for
 # certified CPU stage needs less: float32 distances and a byte per pair per thread).
 PAIR_BYTES = 40
 
+# Per image, the activations, tiny gradients and (for the scale-invariant weightings) the
+# channel weights are multiplied by a power of two that brings their largest magnitude into
+# [2^(SCALE_EXPONENT - 1), 2^SCALE_EXPONENT): for -21 the factor is a float32 (subnormal
+# included) for every float32 peak, so one exact multiplication does it. Gradients are only
+# scaled up: below 2^-20 the official filter's range term exp(-d^2 / 0.02) is 1 in float32
+# whatever the scale, so every stage is linear in them there.
+SCALE_EXPONENT = -21
+
+
 def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, config: CFCAMConfig,
             return_filtered: bool = False, *, weights_fn=None, combine_fn=None,
             static: Optional["StaticPlan"] = None) -> CFCAMResult:
     """CF-CAM for ``[B, C, H, W]`` tensors; ``weights_fn``/``combine_fn`` replace stages 5-7.
 
     ``static``: run with shapes fixed in advance and no host synchronisation (the real-time
-    path; see ``StaticPlan``)."""
-    A = activations.float()
-    G = gradients.float()
-    labels, eps = cluster_channels(A, config, static)
+    path; see ``StaticPlan``).
+
+    The stages compute in float32 (inputs rounded to it first, as the reference does) on
+    exact per-image power-of-two rescalings (``SCALE_EXPONENT``), so no product underflows
+    or overflows, and the results are unchanged: eps is scale-equivariant once its floor is
+    scaled alike (and is scaled back), the map is positively homogeneous in the activations
+    and in ``alpha``, then normalised, and the returned weights are scaled back."""
+    A, G = activations.float(), gradients.float()
+    a_shift = SCALE_EXPONENT - peak_exponent(A)
+    g_shift = (SCALE_EXPONENT - peak_exponent(G)).clamp(min=0)
+    A, G = times_pow2(A, a_shift), times_pow2(G, g_shift)
+    labels, eps = cluster_channels(A, config, static, floor=config.eps_floor * pow2(a_shift))
     if weights_fn is not None:
-        w = weights_fn(G, labels, config)
+        w_scaled = weights_fn(G, labels, config)
     else:
-        w = channel_weights(G, labels, config, slots=None if static is None else A.shape[1])
-    maps, alpha = (combine_fn or combine)(A, w, labels, config.weighting, output_size)
+        w_scaled = channel_weights(G, labels, config, slots=None if static is None else A.shape[1])
+    w = _divide(w_scaled, pow2(g_shift))
+    if config.weighting == "softmax":  # not scale-invariant: the weights as they are
+        maps, alpha = (combine_fn or combine)(A, w, labels, config.weighting, output_size)
+    else:
+        w_shift = SCALE_EXPONENT - peak_exponent(w_scaled)
+        maps, alpha = (combine_fn or combine)(A, times_pow2(w_scaled, w_shift), labels, config.weighting,
+                                              output_size)
+        if config.weighting == "linear":  # alpha is the weights
+            alpha = _divide(alpha, pow2(g_shift + w_shift))
+    filtered = None
+    if return_filtered:
+        filtered = [_divide(f, pow2(g_shift[b])) for b, f in enumerate(filtered_maps(G, labels, config))]
     return CFCAMResult(maps=maps, labels=labels, channel_weights=w, weights=alpha,
-                       eps=eps,
-                       filtered=filtered_maps(G, labels, config) if return_filtered else None)
+                       eps=eps / pow2(a_shift), filtered=filtered)
+
+
+def pow2(e: torch.Tensor) -> torch.Tensor:
+    """``2.0 ** e`` in float64, exactly, for an integer tensor ``e`` (clamped to float64's
+    normal exponents), built from its bits: no rounding and no host synchronisation."""
+    return ((e.to(torch.int64).clamp(-1022, 1023) + 1023) << 52).view(torch.float64)
+
+
+def peak_exponent(x: torch.Tensor) -> torch.Tensor:
+    """Per image of ``x`` ``[B, ...]``, the int64 ``e`` with its largest magnitude in
+    ``[2^(e-1), 2^e)`` (0 for an image of zeros)."""
+    flat = x.flatten(1)
+    peak = torch.maximum(flat.amax(1), -flat.amin(1))  # no |x| temporary
+    return torch.frexp(peak.to(torch.float64)).exponent.to(torch.int64)
+
+
+def times_pow2(x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """float32 ``x[b] * 2^e[b]`` for ``2^e`` a float32 (``-149 <= e <= 127``): exact
+    wherever the result is a normal float32."""
+    return x * pow2(e).float().view((-1,) + (1,) * (x.dim() - 1))
+
+
+def _divide(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x / scale`` per image (float64 ``scale`` ``[B]`` or a scalar), rounded once to float32."""
+    return (x.double() / scale.view((-1,) + (1,) * (x.dim() - 1))).float()
 
 
 def importance_split(flat: torch.Tensor, q: float) -> torch.Tensor:
@@ -74,10 +126,13 @@ def max_remaining(C: int, q: float) -> int:
     return min(C, k + 1)
 
 
-def cluster_channels(A: torch.Tensor, config: CFCAMConfig,
-                     static: Optional[StaticPlan] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 1-4: labels ``[B, C]`` (-2 important, -1 noise, >= 0 cluster) and eps ``[B]``."""
+def cluster_channels(A: torch.Tensor, config: CFCAMConfig, static: Optional[StaticPlan] = None,
+                     floor: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-4: labels ``[B, C]`` (-2 important, -1 noise, >= 0 cluster) and eps ``[B]``.
+    ``floor``: each image's eps floor, float64 ``[B]`` (default ``config.eps_floor``)."""
     B, C = A.shape[:2]
+    if floor is None:
+        floor = torch.full((B,), config.eps_floor, dtype=torch.float64, device=A.device)
     flat = A.flatten(2)
     important = importance_split(flat, config.importance_percentile)
     counts = C - important.sum(1)
@@ -98,7 +153,7 @@ def cluster_channels(A: torch.Tensor, config: CFCAMConfig,
         points = flat[b0:b1].gather(1, rest[b0:b1, :, None].expand(-1, -1, flat.shape[2]))
         # eps and the labels are decided on one set of squared distances.
         pairs = cluster.PairDistances(points, dbscan_backend, None if static is None else static.buffer[: b1 - b0])
-        eps[b0:b1] = pairs.eps(counts[b0:b1], config.eps_percentile, config.eps_floor)
+        eps[b0:b1] = pairs.eps(counts[b0:b1], config.eps_percentile, floor[b0:b1])
         rest_labels[b0:b1] = pairs.labels(counts[b0:b1], cluster.sq_threshold(eps[b0:b1].nan_to_num(0.0)),
                                           min_samples[b0:b1])
     valid = torch.arange(n, device=A.device)[None, :] < counts[:, None]

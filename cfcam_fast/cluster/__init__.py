@@ -116,8 +116,9 @@ class PairDistances:
             self._select = _native.pair_ranks if unavailable_reason("native", device) is None else pair_ranks_torch
             self._labels = functools.partial(labels_from_distances, self.matrix, backend=backend)
 
-    def eps(self, counts: torch.Tensor, q: float, floor: float) -> torch.Tensor:
-        """SPEC.md step 3 per image (``selection.eps_from_sq_distances``), float64 ``[B]``."""
+    def eps(self, counts: torch.Tensor, q: float, floor: Union[float, torch.Tensor]) -> torch.Tensor:
+        """SPEC.md step 3 per image (``selection.eps_from_sq_distances``), float64 ``[B]``;
+        ``floor`` a number or one per image."""
         return eps_from_sq_distances(self.matrix, counts, q, floor, self._select)
 
     def labels(self, counts: torch.Tensor, threshold: torch.Tensor, min_samples: torch.Tensor) -> torch.Tensor:
@@ -160,12 +161,16 @@ def dbscan(points: torch.Tensor, eps: Union[float, torch.Tensor], min_samples: U
     device = pts.device
     if not bool(torch.isfinite(pts).all()):
         raise ValueError("points contain non-finite values (NaN or inf)")
-    eps_t = torch.as_tensor(eps, dtype=torch.float64, device=device).reshape(-1).expand(B)
-    ms_t = torch.as_tensor(min_samples, device=device).reshape(-1).expand(B)
-    if eps_t.numel() != B or bool((eps_t < 0).any()) or not bool(torch.isfinite(eps_t).all()):
+    eps_t = torch.as_tensor(eps, dtype=torch.float64, device=device).reshape(-1)
+    ms_t = torch.as_tensor(min_samples, device=device).reshape(-1)
+    for name, t in (("eps", eps_t), ("min_samples", ms_t)):
+        if t.numel() not in (1, B):
+            raise ValueError(f"{name} must be one value or a tensor of {B} (one per problem), got {t.numel()} values")
+    if bool((eps_t < 0).any()) or not bool(torch.isfinite(eps_t).all()):
         raise ValueError(f"eps must be a finite number >= 0 or a tensor of {B} of them")
     if ms_t.is_floating_point() or bool((ms_t < 1).any()):
         raise ValueError(f"min_samples must be an int >= 1 or an integer tensor of {B} of them")
+    eps_t, ms_t = eps_t.expand(B), ms_t.expand(B)
     if valid is None:
         valid = torch.ones(B, n, dtype=torch.bool, device=device)
     valid = valid[None] if single and valid.dim() == 1 else valid
