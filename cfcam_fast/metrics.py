@@ -282,7 +282,8 @@ def robustness(cam: BaseCAM, images: torch.Tensor, targets=None, *, scales: Sequ
         raise ValueError(f"scales must be a non-empty list of numbers >= 0, got {scales!r}")
     if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
         raise ValueError(f"draws must be an int >= 1, got {draws!r}")
-    captured = capture(cam.model, images, cam.target_layers, targets, cam.reshape_transform)
+    captured = capture(cam.model, images, cam.target_layers, targets, cam.reshape_transform,
+                       output_selector=cam.output_selector, layer_call=cam.layer_call)
     size = tuple(images.shape[-2:])
     acts, grads = captured.activations, captured.gradients
     clean = explain_captured(cam, acts, grads, size)
@@ -343,7 +344,8 @@ def class_sensitivity(cam: BaseCAM, images: torch.Tensor, *, pair: str = "top-bo
     size = tuple(images.shape[-2:])
     parts = []
     for chunk in images.split(batch_size):
-        got = capture_classes(cam.model, chunk, cam.target_layers, select, cam.reshape_transform)
+        got = capture_classes(cam.model, chunk, cam.target_layers, select, cam.reshape_transform,
+                              output_selector=cam.output_selector, layer_call=cam.layer_call)
         acts = [a.repeat(2, 1, 1, 1) for a in got.activations]
         grads = [g.flatten(0, 1) for g in got.gradients]  # [2B, ...]: first class, then second
         maps = explain_captured(cam, acts, grads, size).reshape(2, chunk.shape[0], *size).transpose(0, 1)

@@ -191,6 +191,9 @@ class RealtimeCFCAM:
                     logits = self.model(x)
                 finally:
                     handle.remove()
+                if len(kept) != 1:
+                    raise ValueError(f"the target layer ran {len(kept)} times in one forward pass; "
+                                     "RealtimeCFCAM needs a layer that runs once")
                 A = kept[0]
                 class_idx = logits.argmax(1) if self._targets is None else self._targets
                 G = self._head.gradients(A, class_idx)
