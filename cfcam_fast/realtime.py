@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _native, cluster
+from . import cluster
 from .backends import torch_backend
 from .capture import _hooked_forward, eval_mode, model_lock
 from .config import CFCAMConfig, CFCAMResult, as_config

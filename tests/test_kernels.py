@@ -421,9 +421,9 @@ print(json.dumps(results))
 @pytest.fixture(scope="module")
 def compiled_for_h100() -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", COMPILER], input=json.dumps({**COMPILE_CASES, "ptx_wanted": PTX_WANTED}),
-                          env=env,
-                          capture_output=True, text=True, timeout=600)
+    cases = json.dumps({**COMPILE_CASES, "ptx_wanted": PTX_WANTED})
+    done = subprocess.run([sys.executable, "-c", COMPILER], input=cases, env=env, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
