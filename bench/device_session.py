@@ -1,6 +1,6 @@
 """One command for a session with a GPU: build, test, sanitize, check and time, into one folder.
 
-    python -m bench.device_session --out DIR [--budget-s 420]
+    python -m bench.device_session --out DIR [--budget-s 480]
 
 Stages, each a subprocess with its own log under ``DIR`` and a time limit, in this order:
 
@@ -78,7 +78,7 @@ def stages(work: Path, batches: str, frames: int) -> list[list[Stage]]:
          Stage("kernel_tests", [*PYTEST, "tests/test_kernels.py"], 240),
          Stage("memcheck", memcheck, 240, {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"})],
         [Stage("checks", [sys.executable, "-m", "bench.device_checks", "--out", str(work / "checks"),
-                          "--batches", batches, "--frames", str(frames)], 150)],
+                          "--batches", batches, "--frames", str(frames)], 240)],
         [Stage("profile", [sys.executable, "-m", "bench.device_profile"], 120)],
         [Stage("bench", [sys.executable, "-m", "bench", "--models", "resnet18,resnet50,efficientnet_lite0",
                          "--batches", batches, "--repeats", "3", "--warmup", "1",
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run every stage not skipped; 0 when all that ran passed."""
     parser = argparse.ArgumentParser(prog="python -m bench.device_session", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the logs and tables")
-    parser.add_argument("--budget-s", type=float, default=420, help="wall-clock budget of all stages")
+    parser.add_argument("--budget-s", type=float, default=480, help="wall-clock budget of all stages")
     parser.add_argument("--skip", default="", help="comma-separated stage names to leave out")
     parser.add_argument("--batches", default="1,64")
     parser.add_argument("--frames", type=int, default=300, help="timed frames per latency row")

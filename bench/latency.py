@@ -38,8 +38,10 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low)
 
 
-def frame_paths(name: str, device: torch.device, batch: int = 1) -> tuple[dict[str, Callable[[], object]], dict]:
-    """Name -> one call per path for model ``name``, and facts about the set-up (layer, head)."""
+def frame_paths(name: str, device: torch.device, batch: int = 1,
+                only: str | None = None) -> tuple[dict[str, Callable[[], object]], dict]:
+    """Name -> one call per path for model ``name`` (or for the path ``only``), and facts
+    about the set-up (layer, head)."""
     import cfcam_fast as cf
     from cfcam_fast.models import load_model, resolve_layer
 
@@ -48,15 +50,21 @@ def frame_paths(name: str, device: torch.device, batch: int = 1) -> tuple[dict[s
     model, layer_name = load_model(name, device=device)
     layer = resolve_layer(model, layer_name)
     x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)
-    eager = cf.CFCAM(model, [layer])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the fallback is recorded in the facts instead
-        fast = cf.RealtimeCFCAM(model, layer, x)
-    backward = cf.RealtimeCFCAM(model, layer, x, head=None)
-    paths = {"floor": lambda: floor(model, layer, x), "CFCAM (eager)": lambda: eager(x),
-             "RealtimeCFCAM": lambda: fast(x), "RealtimeCFCAM, backward pass": lambda: backward(x)}
-    facts = {"layer": layer_name, "realtime_mode": fast.mode, "realtime_mode_reason": fast.mode_reason,
-             "cuda_graph": fast._graph is not None}
+    wanted = PATHS if only is None else (only,)
+    paths, facts = {}, {"layer": layer_name}
+    if "floor" in wanted:
+        paths["floor"] = lambda: floor(model, layer, x)
+    if "CFCAM (eager)" in wanted:
+        paths["CFCAM (eager)"] = lambda cam=cf.CFCAM(model, [layer]): cam(x)
+    if "RealtimeCFCAM" in wanted:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the fallback is recorded in the facts instead
+            fast = cf.RealtimeCFCAM(model, layer, x)
+        paths["RealtimeCFCAM"] = lambda: fast(x)
+        facts.update(realtime_mode=fast.mode, realtime_mode_reason=fast.mode_reason,
+                     cuda_graph=fast._graph is not None)
+    if "RealtimeCFCAM, backward pass" in wanted:
+        paths["RealtimeCFCAM, backward pass"] = lambda rt=cf.RealtimeCFCAM(model, layer, x, head=None): rt(x)
     return paths, facts
 
 
@@ -111,7 +119,7 @@ def peak_memory_mb(name: str, path: str, batch: int, device: torch.device) -> fl
     the system when it is freed (``MALLOC_MMAP_THRESHOLD_``), so the rise is what the call
     holds at once, not what earlier calls left cached."""
     if device.type == "cuda":
-        call = frame_paths(name, device, batch)[0][path]
+        call = frame_paths(name, device, batch, only=path)[0][path]
         call()
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)
@@ -120,7 +128,7 @@ def peak_memory_mb(name: str, path: str, batch: int, device: torch.device) -> fl
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
     code = (f"import torch\nfrom bench.latency import frame_paths, rss_peak_of\n"
-            f"call = frame_paths({name!r}, torch.device('cpu'), {batch})[0][{path!r}]\n"
+            f"call = frame_paths({name!r}, torch.device('cpu'), {batch}, only={path!r})[0][{path!r}]\n"
             f"call()\nprint(rss_peak_of(call))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           cwd=Path(__file__).resolve().parents[1],
