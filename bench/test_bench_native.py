@@ -2,7 +2,7 @@
 
 A problem is 1536 points of 49 dimensions (the channels left for clustering at ResNet-50's
 last block, 7 x 7 maps), non-negative like ReLU activations, with eps = the 25th percentile
-of the pair distances (SPEC.md step 3) and min_samples = 76 (SPEC.md step 4).
+of the pair distances (docs/algorithm.md step 3) and min_samples = 76 (docs/algorithm.md step 4).
 
 - ``sklearn``: ``DBSCAN(eps, min_samples).fit(points)``, eps already given.
 - ``dbscan native``: ``cf.cluster.dbscan(points, eps, min_samples, backend="native")``, the
@@ -40,7 +40,7 @@ def _problems(batch: int, seed: int = 0) -> torch.Tensor:
 
 def _eps_ranks(counts: torch.Tensor) -> torch.Tensor:
     """The two ranks among the unordered pairs that NumPy's linear percentile of the doubled
-    (ordered-pair) list interpolates between (DESIGN.md)."""
+    (ordered-pair) list interpolates between (docs/exactness.md)."""
     pairs = counts * (counts - 1) // 2
     k = torch.floor(torch.tensor(PERCENTILE / 100.0, dtype=torch.float64) * (2 * pairs - 1).double()).long()
     return torch.stack([k // 2, (k + 1) // 2], dim=1).contiguous()

@@ -1,7 +1,7 @@
 """Grad-CAM and Grad-CAM++ on CF-CAM's capture, batched on the tensors' device.
 
 Both share ``cfcam_fast.cam.BaseCAM`` (hooks, targets, one forward and one backward) and
-SPEC.md step 7's output rule (ReLU, bilinear upsampling, division by the maximum), so the
+docs/algorithm.md step 7's output rule (ReLU, bilinear upsampling, division by the maximum), so the
 three methods differ only in the channel weights. They compute in float64, so activations
 and gradients in float32's subnormal range keep their precision.
 """
@@ -41,7 +41,7 @@ def gradcam_plusplus_weights(activations: torch.Tensor, gradients: torch.Tensor)
 
 def weighted_map(activations: torch.Tensor, weights: torch.Tensor,
                  output_size: Optional[Sequence[int]]) -> torch.Tensor:
-    """SPEC.md steps 6-7 for given weights: ``ReLU(sum_c w_c A_c)``, bilinear upsampling to
+    """docs/algorithm.md steps 6-7 for given weights: ``ReLU(sum_c w_c A_c)``, bilinear upsampling to
     ``output_size`` and division by the per-image maximum when it is positive."""
     cam = torch.einsum("bc,bchw->bhw", weights, activations).clamp_min(0)
     size = tuple(activations.shape[-2:]) if output_size is None else tuple(int(s) for s in output_size)

@@ -88,7 +88,7 @@ class BaseCAM:
 
 
 class CFCAM(BaseCAM):
-    """CF-CAM on a model (SPEC.md): one forward and one backward for the whole batch.
+    """CF-CAM on a model (docs/algorithm.md): one forward and one backward for the whole batch.
 
     ``backend``: "auto", "reference", "torch" or "triton" (see ``cfcam_fast.backends``).
     ``output_selector`` and ``layer_call`` as in ``BaseCAM``: a layer that runs more than

@@ -1,4 +1,4 @@
-"""Configuration and result types of CF-CAM (SPEC.md)."""
+"""Configuration and result types of CF-CAM (docs/algorithm.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -13,7 +13,7 @@ DBSCAN_BACKENDS = ("auto", "sklearn", "torch", "native", "cuml")
 
 @dataclass(frozen=True)
 class CFCAMConfig:
-    """Parameters of CF-CAM; defaults reproduce the published method (SPEC.md).
+    """Parameters of CF-CAM; defaults reproduce the published method (docs/algorithm.md).
 
     Invalid values raise ``ValueError`` naming the field on construction.
     ``dbscan_backend`` picks the clustering implementation and ``memory_budget_bytes``
@@ -97,7 +97,7 @@ class CFCAMResult:
     """Everything one CF-CAM call computed, batched over images.
 
     ``labels``: -2 important, -1 noise, >= 0 cluster number (scikit-learn's numbering).
-    ``channel_weights``: ``w_c`` of SPEC.md step 5 (0 for noise). ``weights``: ``alpha`` of
+    ``channel_weights``: ``w_c`` of docs/algorithm.md step 5 (0 for noise). ``weights``: ``alpha`` of
     step 6 (0 for noise). ``filtered``: the filtered cluster-mean maps ``f_k``, one
     ``[K_b, h, w]`` tensor per image, only when asked for. ``class_idx`` and ``logits``
     come from ``CFCAM.explain``.

@@ -1,4 +1,4 @@
-"""The CF-CAM core on captured tensors: ``cfcam`` and ``cfcam_explain`` (SPEC.md)."""
+"""The CF-CAM core on captured tensors: ``cfcam`` and ``cfcam_explain`` (docs/algorithm.md)."""
 from __future__ import annotations
 
 import operator

@@ -1,4 +1,4 @@
-"""The two filters of SPEC.md step 5 in plain, batched PyTorch.
+"""The two filters of docs/algorithm.md step 5 in plain, batched PyTorch.
 
 These are the functions the Triton kernels in ``cfcam_fast.kernels`` must equal, and what
 the ``torch`` backend runs. Both filters are linear in the map for a fixed kernel, so
@@ -114,7 +114,7 @@ def official_mean_map(K: torch.Tensor) -> torch.Tensor:
 
 
 def filter_maps(g: torch.Tensor, filter: str, sigma: float, truncate: float) -> torch.Tensor:
-    """``Filter(g)`` of SPEC.md step 5 for every map of ``[..., H, W]``."""
+    """``Filter(g)`` of docs/algorithm.md step 5 for every map of ``[..., H, W]``."""
     if filter == "gaussian":
         return gaussian_filter2d_torch(g, sigma, truncate)
     return official_filter_torch(g)

@@ -1,4 +1,4 @@
-"""Exact order statistics of each image's pairwise distances, and the eps of SPEC.md step 3.
+"""Exact order statistics of each image's pairwise distances, and the eps of docs/algorithm.md step 3.
 
 ``pair_ranks_torch`` selects without sorting everything: a sorted sample brackets each
 wanted rank, one pass counts what lies below the bracket, and only the values inside it

@@ -1,4 +1,4 @@
-"""Small exact formulas of SPEC.md shared by every backend."""
+"""Small exact formulas of docs/algorithm.md shared by every backend."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ from .config import CFCAMConfig
 
 
 def min_samples_for(n_rest, config: CFCAMConfig):
-    """``max(floor, int(fraction * |R|))``: DBSCAN's min_samples (SPEC.md step 4), for an
+    """``max(floor, int(fraction * |R|))``: DBSCAN's min_samples (docs/algorithm.md step 4), for an
     int or, elementwise, an integer tensor of counts (the same float64 product)."""
     if isinstance(n_rest, torch.Tensor):
         product = config.min_samples_fraction * n_rest.to(torch.float64)
@@ -32,7 +32,7 @@ def doubled_percentile_ranks(m: torch.Tensor, q: float) -> tuple[torch.Tensor, t
     """Percentile ``q`` of the ordered-pair list, where each of ``m[b]`` values appears twice.
 
     Returns the ranks ``[B, 2]`` of the two needed order statistics among the ``m[b]``
-    unordered values and the fractions ``t`` ``[B]`` (DESIGN.md: element ``j`` of the
+    unordered values and the fractions ``t`` ``[B]`` (docs/exactness.md: element ``j`` of the
     doubled sorted list is element ``j // 2`` of the sorted unordered list). The virtual
     index is computed as NumPy computes it, in float64.
     """

@@ -1,4 +1,4 @@
-"""Combination and output of SPEC.md steps 6-7, fused; equals
+"""Combination and output of docs/algorithm.md steps 6-7, fused; equals
 ``cfcam_fast.backends.torch_backend.combine``.
 
 Four launches, each parallel over images and blocks:
@@ -145,7 +145,7 @@ def upsample_kernel(cam, peak, out, H, W, Ho, Wo, scale_h, scale_w, WRITE: tl.co
 def combine(activations: torch.Tensor, channel_weights: torch.Tensor, labels: torch.Tensor,
             weighting: str, output_size) -> tuple[torch.Tensor, torch.Tensor]:
     """Maps ``[B, Ho, Wo]`` float32 in ``[0, 1]`` and ``alpha`` ``[B, C]`` float32 (0 for
-    noise) of SPEC.md steps 6-7, ``output_size = (Ho, Wo)``."""
+    noise) of docs/algorithm.md steps 6-7, ``output_size = (Ho, Wo)``."""
     check_labels(activations, labels, "combine")
     if weighting not in WEIGHTINGS:
         raise ValueError(f"combine: weighting must be one of {tuple(WEIGHTINGS)}, got {weighting!r}")

@@ -1,4 +1,4 @@
-"""The authors' data-dependent filter (SPEC.md, ``filter="official"``); equals
+"""The authors' data-dependent filter (docs/algorithm.md, ``filter="official"``); equals
 ``cfcam_fast.filters.official_filter_torch`` (kernel: ``official_kernel``).
 
 Two kernels: ``official_taps_kernel`` builds each map's normalised ``H x W`` kernel ``K``

@@ -1,4 +1,4 @@
-"""Channel weights of SPEC.md step 5, fused; equals
+"""Channel weights of docs/algorithm.md step 5, fused; equals
 ``cfcam_fast.backends.torch_backend.channel_weights``.
 
 ``channel_stats_kernel`` reads the gradients once, a ``[BLOCK_C, BLOCK_HW]`` tile at a
@@ -103,7 +103,7 @@ def check_labels(values: torch.Tensor, labels: torch.Tensor, op: str) -> None:
 
 
 def channel_weights(gradients: torch.Tensor, labels: torch.Tensor, config: CFCAMConfig) -> torch.Tensor:
-    """``w_c`` ``[B, C]`` float32 of SPEC.md step 5: spatial mean for important channels
+    """``w_c`` ``[B, C]`` float32 of docs/algorithm.md step 5: spatial mean for important channels
     (label -2), 0 for noise (-1), ``mean(Filter(g_k))`` for the members of cluster ``k``."""
     check_labels(gradients, labels, "channel_weights")
     if not isinstance(config, CFCAMConfig):

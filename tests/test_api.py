@@ -1,4 +1,4 @@
-"""The public API of API.md on a tiny CNN and on the real EfficientNet-Lite0.
+"""The public API of docs/api.md on a tiny CNN and on the real EfficientNet-Lite0.
 
 Backend "reference" throughout: the fast backends are compared with it elsewhere.
 """
@@ -50,7 +50,7 @@ def test_float64_model_gives_float32_maps():
 
 
 def test_each_image_is_explained_independently_of_its_batch():
-    # A batch of 3 against each image alone: every statistic of SPEC.md is per image, so
+    # A batch of 3 against each image alone: every statistic of docs/algorithm.md is per image, so
     # labels are identical and maps and weights equal up to the float32 rounding by which a
     # batched convolution may differ from a single-image one (measured: 1.8e-7 on the maps,
     # which lie in [0, 1]; 1e-6 allows a few ulps more). The core itself gives exactly
@@ -147,7 +147,7 @@ def test_cfcam_output_size_default_and_explicit():
     assert cf.cfcam(A, G, backend="reference").shape == (2, 5, 6)
     maps = cf.cfcam(A, G, output_size=(20, 24), backend="reference")
     assert maps.shape == (2, 20, 24) and maps.dtype == torch.float32
-    # Explicit size: the default-size map's cam upsampled (SPEC.md step 7), both renormalised.
+    # Explicit size: the default-size map's cam upsampled (docs/algorithm.md step 7), both renormalised.
     res = cf.cfcam_explain(A, G, backend="reference")
     up = F.interpolate(res.maps[:, None].double(), size=(20, 24), mode="bilinear",
                        align_corners=False)[:, 0]

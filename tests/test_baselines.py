@@ -30,7 +30,7 @@ def test_maps_equal_grad_cam_package(ours, theirs):
     assert res.maps.shape == (3, 16, 16) and res.maps.dtype == torch.float32
     assert torch.allclose(res.maps.flatten(1).amax(1), torch.ones(3))
     # The grad-cam package min-max normalises (at the layer's size, then after resizing)
-    # where SPEC.md step 7 divides by the maximum; bilinear resizing is affine-equivariant,
+    # where docs/algorithm.md step 7 divides by the maximum; bilinear resizing is affine-equivariant,
     # so our maps min-max normalised must equal theirs. Tolerance 1e-5: float32 rounding of
     # two [0, 1] maps through different resize code, plus their 1e-7 denominator guard.
     np.testing.assert_allclose(_minmax(res.maps.numpy()), expected, atol=1e-5)

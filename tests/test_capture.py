@@ -1,4 +1,4 @@
-"""The model side of a CAM call: targets, errors, hooks and model state (API.md).
+"""The model side of a CAM call: targets, errors, hooks and model state (docs/api.md).
 
 Every call (successful or raising) must leave no hook on any module and the model's
 training flags, requires_grad flags, parameters, BatchNorm statistics and ``.grad`` as

@@ -2,7 +2,7 @@
 
 Every backend labels from the same float64 distances, and the oracle here is
 scikit-learn's ``DBSCAN(metric="precomputed")`` on those very distances, so labels must be
-identical (SPEC.md: pairs at exactly eps are decided from the distances that made eps).
+identical (docs/exactness.md: pairs at exactly eps are decided from the distances that made eps).
 """
 import numpy as np
 import pytest

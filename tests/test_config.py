@@ -1,4 +1,4 @@
-"""CFCAMConfig: SPEC.md's defaults, and a ValueError naming the field for each bad value."""
+"""CFCAMConfig: docs/algorithm.md's defaults, and a ValueError naming the field for each bad value."""
 import dataclasses
 
 import pytest

@@ -204,7 +204,7 @@ def random_labels(B: int, C: int, seed: int, clusters: int = 3) -> torch.Tensor:
 
 
 def reference_weights(G: torch.Tensor, labels: torch.Tensor, config: CFCAMConfig) -> np.ndarray:
-    """SPEC.md step 5 read directly: filter each cluster-mean map (SciPy / the loop
+    """docs/algorithm.md step 5 read directly: filter each cluster-mean map (SciPy / the loop
     official filter) in fp64 and take its mean."""
     Gd, lab = G.double().numpy(), labels.numpy()
     w = np.zeros(lab.shape)

@@ -140,7 +140,7 @@ def test_kth_smallest_ragged_rows(dtype):
 @pytest.mark.parametrize("kind", KINDS)
 def test_dbscan_labels_match_sklearn(dtype, kind):
     """eps is an order statistic of the pair distances (so pairs sit exactly at eps), as in
-    SPEC.md step 3, and min_samples spans all-core to all-noise."""
+    docs/algorithm.md step 3, and min_samples spans all-core to all-noise."""
     rng = np.random.default_rng(4)
     for trial in range(4):
         counts = rng.integers(1, 60, size=6).tolist()

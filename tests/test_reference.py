@@ -1,10 +1,10 @@
-"""The reference backend against SPEC.md: hand-built cases, scikit-learn, SciPy, edge cases.
+"""The reference backend against docs/algorithm.md: hand-built cases, scikit-learn, SciPy, edge cases.
 
 The reference is the oracle of every fast path, so these tests check it against things
 computed independently: values worked out by hand, scikit-learn's DBSCAN, NumPy's
 percentile on the explicit ordered-pair list, SciPy's Gaussian filter and a loop-by-loop
 reading of the "official" filter. Labels and channel weights are checked, not only maps
-(SPEC.md's remarks: the authors' map barely depends on the weights).
+(docs/algorithm.md, "What the authors' defaults imply": the authors' map barely depends on the weights).
 """
 import math
 
@@ -243,7 +243,7 @@ def test_labels_match_sklearn(seed, fraction):
     np.testing.assert_array_equal(labels[rest], pre)
     assert labels[rest].max() >= 0, "the case should form at least one cluster"
     # Euclidean DBSCAN on the points agrees wherever no distance sits at eps (a tie there
-    # can go either way by rounding; SPEC.md decides ties on the precomputed distances).
+    # can go either way by rounding; docs/exactness.md: ties are decided on the precomputed distances).
     if np.abs(dist - eps).min() > 1e-6 * eps:
         euc = DBSCAN(eps=eps, min_samples=min_samples).fit(F_[rest].astype(np.float64)).labels_
         np.testing.assert_array_equal(labels[rest], euc)
@@ -277,7 +277,7 @@ def test_gaussian_filter_matches_scipy(shape, sigma, truncate):
 
 
 def official_filter_by_reading(g):
-    """SPEC.md's "official" filter, read literally with loops over (u, v)."""
+    """docs/algorithm.md's "official" filter, read literally with loops over (u, v)."""
     H, W = g.shape
     mean = g.mean()
     K = np.zeros((H, W))
@@ -337,7 +337,7 @@ def test_bilinear_resize_matches_torch(size):
 
 
 # ---------------------------------------------------------------------------------------
-# Edge cases of SPEC.md.
+# Edge cases of docs/algorithm.md.
 # ---------------------------------------------------------------------------------------
 def test_one_and_two_channels_skip_dbscan():
     # C=1: tau is its own norm, so it is important and R is empty.

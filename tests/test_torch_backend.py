@@ -1,7 +1,7 @@
 """The batched ``torch`` backend against the reference, on random and on real inputs.
 
 Tolerances: labels must be identical (both paths take eps and DBSCAN membership from
-float64 distances; SPEC.md's tie rule). eps (float64) agrees to 1e-12 relative: the
+float64 distances; docs/exactness.md, "Ties at eps"). eps (float64) agrees to 1e-12 relative: the
 reference takes differences, the fast path an augmented matrix product, two float64
 formulae for one distance. Channel weights are float32 reductions over
 at most 28*28 values against the reference's float64, so they agree to 1e-6 of the

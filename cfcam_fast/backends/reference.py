@@ -1,6 +1,6 @@
-"""The reference backend: SPEC.md in NumPy, SciPy and scikit-learn, image by image.
+"""The reference backend: docs/algorithm.md in NumPy, SciPy and scikit-learn, image by image.
 
-This is the oracle of every fast path. It is written to be read against SPEC.md line by
+This is the oracle of every fast path. It is written to be read against docs/algorithm.md line by
 line, never for speed, and it imports no other backend.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, con
 
 
 def explain_image(A: np.ndarray, G: np.ndarray, output_size, config: CFCAMConfig) -> dict:
-    """SPEC.md steps 1-7 for one image; ``A`` and ``G`` are float32 ``[C, H, W]``."""
+    """docs/algorithm.md steps 1-7 for one image; ``A`` and ``G`` are float32 ``[C, H, W]``."""
     C, H, W = A.shape
     # Step 1: flatten.
     F = A.reshape(C, H * W)
@@ -85,7 +85,7 @@ def explain_image(A: np.ndarray, G: np.ndarray, output_size, config: CFCAMConfig
 
 
 def combination_weights(w: np.ndarray, weighting: str) -> np.ndarray:
-    """``alpha`` of SPEC.md step 6 from the kept channels' weights."""
+    """``alpha`` of docs/algorithm.md step 6 from the kept channels' weights."""
     if weighting == "linear":
         return w.copy()
     if weighting == "standardized":
@@ -98,14 +98,14 @@ def combination_weights(w: np.ndarray, weighting: str) -> np.ndarray:
 
 
 def apply_filter(g: np.ndarray, config: CFCAMConfig) -> np.ndarray:
-    """``Filter(g)`` of SPEC.md step 5 for one ``[H, W]`` map."""
+    """``Filter(g)`` of docs/algorithm.md step 5 for one ``[H, W]`` map."""
     if config.filter == "gaussian":
         return ndimage.gaussian_filter(g, config.sigma, mode="constant", cval=0.0, truncate=config.truncate)
     return official_filter(g)
 
 
 def official_kernel(g: np.ndarray) -> np.ndarray:
-    """The authors' data-dependent ``H x W`` kernel ``K`` (SPEC.md, filter="official")."""
+    """The authors' data-dependent ``H x W`` kernel ``K`` (docs/algorithm.md, filter="official")."""
     H, W = g.shape
     u = np.arange(H, dtype=np.float64)[:, None] - H / 2
     v = np.arange(W, dtype=np.float64)[None, :] - W / 2

@@ -1,4 +1,4 @@
-"""The ``torch`` backend: SPEC.md for a whole batch on the tensors' own device.
+"""The ``torch`` backend: docs/algorithm.md for a whole batch on the tensors' own device.
 
 Stages (each a function the ``triton`` backend can replace): ``cluster_channels`` (steps
 1-4), ``channel_weights`` (step 5), ``combine`` (steps 6-7). The pairwise stage runs in

@@ -117,7 +117,7 @@ class PairDistances:
             self._labels = functools.partial(labels_from_distances, self.matrix, backend=backend)
 
     def eps(self, counts: torch.Tensor, q: float, floor: Union[float, torch.Tensor]) -> torch.Tensor:
-        """SPEC.md step 3 per image (``selection.eps_from_sq_distances``), float64 ``[B]``;
+        """docs/algorithm.md step 3 per image (``selection.eps_from_sq_distances``), float64 ``[B]``;
         ``floor`` a number or one per image."""
         return eps_from_sq_distances(self.matrix, counts, q, floor, self._select)
 

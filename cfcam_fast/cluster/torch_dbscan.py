@@ -3,7 +3,7 @@
 Core points by neighbour count, connected components of core points by min-label
 propagation with pointer jumping, border points to the smallest adjacent cluster, and
 clusters numbered by their smallest core index: scikit-learn's labels exactly
-(DESIGN.md, "scikit-learn's DBSCAN in data-parallel form").
+(docs/exactness.md, "scikit-learn's DBSCAN in data-parallel form").
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """``cfcam-fast evaluate``: faithfulness, robustness and class sensitivity of CF-CAM against
 Grad-CAM and Grad-CAM++ on photos, files or folders.
 
-Methods: CF-CAM under both filters and the three weighting rules (SPEC.md steps 5-6),
+Methods: CF-CAM under both filters and the three weighting rules (docs/algorithm.md steps 5-6),
 Grad-CAM and Grad-CAM++, all on the same target layer. Metrics (``cfcam_fast.metrics``),
 averaged over the images: average drop and increase in confidence (map-multiplied and
 ``map > 0.5``), deletion and insertion areas (zero and blurred baselines), SSIM robustness

@@ -29,10 +29,10 @@ class CFCAM(_GradCamBase):
     """CF-CAM with the ``grad-cam`` package's call: ``cam(input_tensor=x, targets=[...])``.
 
     ``config`` and ``backend`` are those of ``cfcam_fast.CFCAM``. The map of one layer is
-    exactly ``cfcam_fast.CFCAM``'s (SPEC.md step 7, divided by its maximum, not min-max
+    exactly ``cfcam_fast.CFCAM``'s (docs/algorithm.md step 7, divided by its maximum, not min-max
     scaled); several layers are averaged and divided by the maximum, as ``cfcam_fast``
     does. ``eigen_smooth=True`` means what it means for the package's ``GradCAM``: the
-    first principal component of the weighted activations ``alpha_c A_c`` (SPEC.md step 6,
+    first principal component of the weighted activations ``alpha_c A_c`` (docs/algorithm.md step 6,
     the package's ``get_2d_projection``) replaces their sum, then ReLU and step 7.
     """
 
@@ -65,7 +65,7 @@ class CFCAM(_GradCamBase):
 
 
 def _upsample_and_normalise(cam: torch.Tensor, size: tuple) -> torch.Tensor:
-    """SPEC.md step 7 on non-negative maps ``[B, h, w]``: bilinear to ``size``, divided by the maximum."""
+    """docs/algorithm.md step 7 on non-negative maps ``[B, h, w]``: bilinear to ``size``, divided by the maximum."""
     cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
     peak = cam.flatten(1).amax(1)
     return cam / torch.where(peak > 0, peak, 1.0)[:, None, None]  # zero maps stay zero

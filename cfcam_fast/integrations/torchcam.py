@@ -13,7 +13,7 @@ from ``cfcam_fast``'s core on the hooked tensors' device::
 Map size: by default the maps are at the target layer's resolution ``[B, h, w]``, as
 torchcam's extractors return them (so ``overlay_mask`` and ``fuse_cams`` resize them as
 they resize torchcam's own). Earlier versions returned maps at the input's size; pass
-``upsample=True`` for those (``cfcam_fast.CFCAM``'s maps, SPEC.md step 7).
+``upsample=True`` for those (``cfcam_fast.CFCAM``'s maps, docs/algorithm.md step 7).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class CFCAM(_GradCAM):
 
     The positional arguments are torchcam's (``model, target_layer, input_shape,
     enable_hooks, reshape_transform``); ``config`` and ``backend`` (keyword-only) are those of
-    ``cfcam_fast.CFCAM``. Each map is SPEC.md's, divided by its maximum (not min-max scaled),
+    ``cfcam_fast.CFCAM``. Each map is docs/algorithm.md's, divided by its maximum (not min-max scaled),
     at the layer's resolution; with ``upsample=True`` at the size of the model's last input
     (recorded by a forward pre-hook on the model), exactly ``cfcam_fast.CFCAM``'s maps.
     The maps are always normalised, so ``normalized=False`` is refused.
@@ -61,7 +61,7 @@ class CFCAM(_GradCAM):
     def compute_cams(self, class_idx: Any = None, scores: Any = None, normalized: bool = True, *,
                      targets: Any = None, **kwargs: Any) -> list[torch.Tensor]:
         if not normalized:
-            raise ValueError("CF-CAM maps are always normalised (SPEC.md step 7); call with normalized=True")
+            raise ValueError("CF-CAM maps are always normalised (docs/algorithm.md step 7); call with normalized=True")
         self._backprop(scores, class_idx, targets=targets, **kwargs)
         size = self._input_size if self.upsample else None
         return [cfcam(act, grad, size, self.config, self.backend) for act, grad in zip(self.hook_a, self.hook_g)]
