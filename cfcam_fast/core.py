@@ -30,10 +30,7 @@ def check_captured(activations: torch.Tensor, gradients: torch.Tensor) -> None:
         raise ValueError(f"need at least one image and one channel, got shape {tuple(activations.shape)}")
     f32 = torch.finfo(torch.float32)
     for name, t in (("activations", activations), ("gradients", gradients)):
-        # max and min propagate NaN and keep inf: finite iff both are (one fast reduction
-        # each, where isfinite would build a mask as large as the tensor).
-        flat = t.flatten(1)
-        high, low = flat.amax(1), flat.amin(1)
+        high, low = _extrema(t)
         bad = ~(torch.isfinite(high) & torch.isfinite(low))
         # The cores round to float32 first: a float64 image must neither overflow it nor sink
         # below its normal range (the cores scale float32 images, subnormal ones included).
@@ -46,6 +43,25 @@ def check_captured(activations: torch.Tensor, gradients: torch.Tensor) -> None:
             raise ValueError(f"{name} overflow or underflow float32, which the CAM cores compute in, at batch "
                              f"index {_indices(outside)}: each image's largest magnitude must be 0 or within "
                              f"[{f32.tiny:.4g}, {f32.max:.4g}]; rescale them")
+
+
+def _extrema(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image of ``t`` ``[B, ...]``, its largest and smallest value: max and min
+    propagate NaN and keep inf, so an image is finite iff both are (one fast reduction
+    each, where ``isfinite`` would build a mask as large as the tensor)."""
+    flat = t.flatten(1)
+    return flat.amax(1), flat.amin(1)
+
+
+def finite_images(*tensors: torch.Tensor) -> torch.Tensor:
+    """``[B]`` bool: image ``b`` is finite in every one of ``tensors``, with no host
+    synchronisation (``check_captured`` raises instead)."""
+    ok = None
+    for t in tensors:
+        high, low = _extrema(t)
+        here = torch.isfinite(high) & torch.isfinite(low)
+        ok = here if ok is None else ok & here
+    return ok
 
 
 def _indices(mask: torch.Tensor) -> str:

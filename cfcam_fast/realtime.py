@@ -28,9 +28,9 @@ from torch import nn
 
 from . import cluster
 from .backends import torch_backend
-from .capture import _hooked_forward, eval_mode, model_lock
+from .capture import _hooked_forward, _logits, eval_mode, model_lock
 from .config import CFCAMConfig, CFCAMResult, as_config
-from .core import check_captured
+from .core import check_captured, finite_images
 from .models import IMAGENET_MEAN, IMAGENET_STD
 
 Head = Union[str, None, nn.Linear]
@@ -119,7 +119,7 @@ class RealtimeCFCAM:
             if self._head is None:
                 warnings.warn(f"RealtimeCFCAM: running the backward pass for every frame: {why}", stacklevel=2)
         with torch.no_grad(), eval_mode(model):
-            A = self._layer_output(example_input)
+            _, A = self._forward(example_input)
         if A.dim() != 4:
             raise ValueError(f"the target layer gave shape {tuple(A.shape)}; RealtimeCFCAM needs [B, C, H, W]")
         C = A.shape[1]
@@ -142,16 +142,19 @@ class RealtimeCFCAM:
             raise ValueError(f"head must be 'auto', None or an nn.Linear, got {declared!r}")
         return find_linear_head(self.model, self.layer, example_input, head=declared)
 
-    def _layer_output(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and a copy of the target layer's output, without autograd's
+        bookkeeping (call under ``no_grad`` or ``inference_mode``, in eval mode)."""
         kept = []
-        handle = self.layer.register_forward_hook(lambda _m, _i, out: kept.append(out))
+        handle = self.layer.register_forward_hook(lambda _m, _i, out: kept.append(out.clone()))
         try:
-            self.model(x)
+            logits = _logits(self.model(x), None)
         finally:
             handle.remove()
-        if not kept:
-            raise ValueError("the target layer did not run in the forward pass")
-        return kept[0]
+        if len(kept) != 1:
+            raise ValueError(f"the target layer ran {len(kept)} times in one forward pass; "
+                             "RealtimeCFCAM needs a layer that runs once")
+        return logits, kept[0]
 
     def _capture_graph(self, example_input: torch.Tensor) -> None:
         """Warm up on a side stream (kernel compilation, cuDNN choices), then capture one frame."""
@@ -185,20 +188,12 @@ class RealtimeCFCAM:
         """Forward, gradient at the layer and CF-CAM for one batch, with no host wait on CUDA."""
         if self._head is not None:
             with torch.inference_mode(), eval_mode(self.model):
-                kept = []
-                handle = self.layer.register_forward_hook(lambda _m, _i, out: kept.append(out.clone()))
-                try:
-                    logits = self.model(x)
-                finally:
-                    handle.remove()
-                if len(kept) != 1:
-                    raise ValueError(f"the target layer ran {len(kept)} times in one forward pass; "
-                                     "RealtimeCFCAM needs a layer that runs once")
-                A = kept[0]
+                logits, A = self._forward(x)
                 class_idx = logits.argmax(1) if self._targets is None else self._targets
                 G = self._head.gradients(A, class_idx)
         else:
-            with _hooked_forward(self.model, x, [self.layer]) as (logits, raw):
+            with _hooked_forward(self.model, x, [self.layer]) as (out, raw):
+                logits = _logits(out, None)
                 class_idx = logits.detach().argmax(1) if self._targets is None else self._targets
                 score = logits.flatten(1).gather(1, class_idx[:, None]).sum()
                 G = torch.autograd.grad(score, raw[0])[0].detach()
@@ -208,7 +203,7 @@ class RealtimeCFCAM:
             check_captured(A, G)
         result = self._core_fn(A, G)
         if self.device.type == "cuda":
-            result.maps = torch.where(_finite(A, G)[:, None, None], result.maps, math.nan)
+            result.maps = torch.where(finite_images(A, G)[:, None, None], result.maps, math.nan)
         result.class_idx = class_idx
         result.logits = logits
         return result
@@ -313,15 +308,3 @@ class RealtimeCFCAM:
                     out = FrameResult(index, None, -1, math.nan, (time.perf_counter() - start) * 1e3, str(error))
                 yield out
                 index += 1
-
-
-def _finite(*tensors: torch.Tensor) -> torch.Tensor:
-    """``[B]`` bool: every value of image ``b`` finite in all ``tensors`` (max and min keep NaN and inf)."""
-    ok = None
-    for t in tensors:
-        flat = t.flatten(1)
-        here = torch.isfinite(flat.amax(1)) & torch.isfinite(flat.amin(1))
-        ok = here if ok is None else ok & here
-    return ok
-
-
