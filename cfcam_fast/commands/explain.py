@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
                 maps = result.maps.cpu()
                 for i, (position, (name, source, _), image) in enumerate(group):
                     index = int(result.class_idx[i])
-                    label = classes[index] if 0 <= index < len(classes) else f"class {index}"
+                    label = _class_name(classes, index)
                     confidence = float(probabilities[i, index])
                     png = out / f"{name}_cfcam.png"
                     save_overlay(png, image, maps[i], f"{label} ({confidence * 100:.1f}%)",
@@ -144,6 +144,11 @@ def run(args: argparse.Namespace) -> int:
           f"{f' ({failed} of {len(items)} files skipped)' if failed else ''} (model {args.model}, "
           f"layer {target.layer_name}, backend {args.backend}, device {device})")
     return 1 if failed else 0
+
+
+def _class_name(classes: list[str], index: int) -> str:
+    """The ImageNet name of class ``index``, or ``"class <index>"`` outside the list."""
+    return classes[index] if 0 <= index < len(classes) else f"class {index}"
 
 
 def _timed_explain(cam, images: list, device):
@@ -237,7 +242,7 @@ def _explain_video(rt: RealtimeCFCAM, path: Path, prefix: Path, classes: list[st
                       "milliseconds": round(result.ms, 3)}
             if error is None:
                 k = result.class_idx
-                record.update({"class": k, "name": classes[k] if 0 <= k < len(classes) else f"class {k}",
+                record.update({"class": k, "name": _class_name(classes, k),
                                "confidence": round(result.confidence, 6)})
                 writer.write(overlay(frame, result.maps))
             else:
