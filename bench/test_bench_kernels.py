@@ -5,7 +5,7 @@ Run: ``python -m pytest bench/test_bench_kernels.py``. The Triton rows need a CU
 same device, so the two compare on one machine. On CUDA each row also records in
 ``extra_info`` the bytes the operation must move and the time those take at the device's
 measured copy bandwidth (``floor_us``). Shapes: ResNet-50's last block for a batch of 64
-(``[64, 2048, 7, 7]``, output 224 x 224), the size the issue's 100-microsecond target for
+(``[64, 2048, 7, 7]``, output 224 x 224), the size the 100-microsecond target for
 the weighting and combination stages refers to.
 """
 from __future__ import annotations
@@ -118,7 +118,7 @@ def test_combine(benchmark, bandwidth, impl, weighting):
 
 @pytest.mark.parametrize("impl", ["triton", "torch"])
 def test_weighting_and_combination_stages(benchmark, bandwidth, impl):
-    """Steps 5-7 together for 64 ResNet-50 images (the issue's target: < 100 us on CUDA)."""
+    """Steps 5-7 together for 64 ResNet-50 images (target: < 100 us on CUDA)."""
     k = kernels() if impl == "triton" else torch_backend
     A, G, labels = tensors(RESNET50).relu(), tensors(RESNET50, seed=3, scale=1e-3), labels_for(*RESNET50[:2])
     config = CFCAMConfig()

@@ -11,7 +11,7 @@ of the pair distances (docs/algorithm.md step 3) and min_samples = 76 (docs/algo
   CPU the certified stage (float32 products, ``certified_pair_ranks``,
   ``certified_dbscan_labels``).
 - ``select+label``: ``pair_ranks`` + ``dbscan_labels`` on given float64 distances (the
-  issue's "eps selection plus labelling" target), at batch 1 and 8 on the CPU, 64 on CUDA;
+  "eps selection plus labelling" target), at batch 1 and 8 on the CPU, 64 on CUDA;
   and the certified pair on given float32 distances, on the CPU.
 
 Run with ``pytest bench/test_bench_native.py --benchmark-only``; times are per call, so

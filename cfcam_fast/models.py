@@ -269,37 +269,63 @@ def imagenet_classes() -> list[str]:
     return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
-def _skimage_photos() -> dict[str, Callable[[], np.ndarray]]:
+# The scikit-image photographs used by default, then every other photograph scikit-image
+# ships (grey ones are shown as RGB). Left out as not photographs: binary_blobs, checkerboard,
+# colorwheel, horse, logo, shepp_logan_phantom; and lfw_subset (200 face crops of 25 pixels)
+# and cat (chelsea again).
+_DEFAULT_SKIMAGE = ("chelsea", "astronaut", "coffee", "rocket", "stereo_motorcycle")
+_MORE_SKIMAGE = ("brick", "camera", "cell", "clock", "coins", "grass", "gravel", "hubble_deep_field",
+                 "immunohistochemistry", "microaneurysms", "moon", "page", "retina", "text")
+
+
+def _skimage_photo(name: str) -> Image.Image:
     from skimage import data
 
-    return {
-        "chelsea": data.chelsea,
-        "astronaut": data.astronaut,
-        "coffee": data.coffee,
-        "rocket": data.rocket,
-        "motorcycle": lambda: data.stereo_motorcycle()[0],
-    }
+    array = getattr(data, name)()
+    if name == "stereo_motorcycle":
+        array = array[0]
+    return Image.fromarray(array).convert("RGB")
 
 
-def bundled_photos() -> list[tuple[str, Image.Image]]:
-    """The RGB photos shipped with scikit-image and scikit-learn, as ``(name, image)``.
-
-    scikit-image: chelsea (a cat), astronaut, coffee, rocket, motorcycle; scikit-learn's
-    ``load_sample_images``: china, flower. A photo missing from the installed version is
-    skipped.
-    """
+def _photos(skimage_names: Sequence[str], matplotlib_names: Sequence[str]) -> list[tuple[str, Image.Image]]:
     photos = []
-    for name, loader in _skimage_photos().items():
+    for name in skimage_names:
         try:
-            photos.append((name, Image.fromarray(loader()).convert("RGB")))
-        except (ModuleNotFoundError, OSError, ValueError):
-            continue
+            photos.append(("motorcycle" if name == "stereo_motorcycle" else name, _skimage_photo(name)))
+        except (AttributeError, ModuleNotFoundError, OSError, ValueError):
+            continue  # not in the installed scikit-image, or not shipped with it (a download)
     from sklearn.datasets import load_sample_images
 
     sample = load_sample_images()
     for filename, array in zip(sample.filenames, sample.images):
         photos.append((Path(filename).stem, Image.fromarray(array).convert("RGB")))
+    for filename in matplotlib_names:
+        try:
+            import matplotlib
+
+            path = Path(matplotlib.get_data_path()) / "sample_data" / filename
+            with Image.open(path) as image:
+                photos.append((Path(filename).stem, image.convert("RGB")))
+        except (ModuleNotFoundError, OSError):
+            continue
     return photos
+
+
+def bundled_photos() -> list[tuple[str, Image.Image]]:
+    """The RGB photos the demo and the CLI use by default, as ``(name, image)``.
+
+    scikit-image: chelsea (a cat), astronaut, coffee, rocket, motorcycle; scikit-learn's
+    ``load_sample_images``: china, flower. A photo missing from the installed version is
+    skipped.
+    """
+    return _photos(_DEFAULT_SKIMAGE, ())
+
+
+def shipped_photos() -> list[tuple[str, Image.Image]]:
+    """Every photograph the installed scikit-image, scikit-learn and matplotlib ship, as
+    ``(name, image)`` in RGB: scikit-image's (the five of ``bundled_photos()`` first, grey
+    ones included), scikit-learn's two and matplotlib's ``grace_hopper``."""
+    return _photos(_DEFAULT_SKIMAGE + _MORE_SKIMAGE, ("grace_hopper.jpg",))
 
 
 def preprocess(images: Sequence[Image.Image], size: int = 224) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Class sensitivity (issue 8): the batched two-class capture, Pearson on known maps, and the
+"""Class sensitivity: the batched two-class capture, Pearson on known maps, and the
 weighting rules on a hand-built case."""
 import pytest
 import torch

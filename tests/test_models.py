@@ -27,6 +27,15 @@ def test_lite0_loads_the_wheel_weights_and_sees_the_cat(lite0):
     assert models.imagenet_classes()[top[1]] == "espresso"
 
 
+def test_shipped_photos_extend_the_bundled_ones():
+    bundled = [name for name, _ in models.bundled_photos()]
+    shipped = models.shipped_photos()
+    names = [name for name, _ in shipped]
+    assert len(names) == len(set(names)) and set(bundled) <= set(names)
+    assert {"grace_hopper", "camera", "retina"} <= set(names)  # matplotlib's photo, a grey one, a large one
+    assert all(image.mode == "RGB" and min(image.size) >= 100 for _, image in shipped)
+
+
 def test_load_by_position_checks_every_shape(lite0):
     model, _ = lite0
     state = {f"w{i}": t.clone() for i, t in enumerate(model.state_dict().values())}
