@@ -6,13 +6,13 @@ STAMP := $(VENV)/.installed
 # Compile the CUDA ops too (for sm_90) wherever nvcc is present, as a build check.
 CFCAM_CUDA ?= $(shell command -v nvcc >/dev/null 2>&1 && echo 1 || echo 0)
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench lint docs install clean
 
 $(STAMP): setup.py pyproject.toml $(wildcard CMakeLists.txt csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet setuptools wheel pybind11 cmake ninja
+	$(PY) -m pip install --quiet "setuptools>=77" wheel pybind11 cmake ninja
 	CFCAM_CUDA=$(CFCAM_CUDA) $(PY) -m pip install --quiet --no-build-isolation -e ".[test]"
 	touch $(STAMP)
 
@@ -22,10 +22,17 @@ demo: $(STAMP)
 	$(VENV)/bin/cfcam-fast explain
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -ra
 
 bench: $(STAMP)
-	$(PY) -m bench
+	$(VENV)/bin/cfcam-fast bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) build *.egg-info cfcam_fast/*.so
+	rm -rf $(VENV) build dist site *.egg-info cfcam_fast/*.so cfcam_fast/_native_build.json

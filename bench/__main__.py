@@ -1,6 +1,6 @@
-"""``python -m bench``: run the benchmark runner (see ``bench.runner``)."""
+"""``python -m bench``: the same as ``cfcam-fast bench`` (``cfcam_fast.benchmark.runner``)."""
 import sys
 
-from .runner import main
+from cfcam_fast.benchmark.runner import main
 
 sys.exit(main())

@@ -27,6 +27,7 @@ runs the same on the CPU (a dry run; CUDA-only rows are skipped).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -144,8 +145,8 @@ def timings(device: torch.device, batches: list[int], repeats: int) -> list[dict
                 continue
             config = cf.CFCAMConfig(dbscan_backend=dbscan)
             try:
-                total = median_ms(lambda: cf.cfcam_explain(A, G, (224, 224), config, backend=backend), device,
-                                  repeats)
+                total = median_ms(functools.partial(cf.cfcam_explain, A, G, (224, 224), config, backend=backend),
+                                  device, repeats)
             except Exception as exc:
                 rows.append({**row, "skipped": f"FAILED: {type(exc).__name__}: {exc}"})
                 continue
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"# device checks, {report['date']}, {report['device']}", "",
              f"versions: {report['versions']}", f"input: {report['input']}", "", "## checks", ""]
     lines += [f"- {name}: {result}" for name, result in report["checks"].items()]
-    lines += ["", "## timings (median of %d)" % args.repeats, "", "| path | batch | ms / image |", "|---|---|---|"]
+    lines += ["", f"## timings (median of {args.repeats})", "", "| path | batch | ms / image |", "|---|---|---|"]
     for row in report["timings"]:
         value = f"{row['ms_per_image']:.3f}" if "ms_per_image" in row else row["skipped"]
         lines.append(f"| {row['path']} | {row['batch']} | {value} |")

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 import cfcam_fast as cf
 from cfcam_fast.baselines import GradCAM
+from cfcam_fast.benchmark.paths import floor
 from cfcam_fast.models import load_model, resolve_layer
 
 from .device_checks import captured
-from .paths import floor
 
 
 def cases(device: torch.device) -> dict[str, Callable[[], object]]:

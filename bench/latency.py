@@ -20,8 +20,8 @@ import resource
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -43,9 +43,8 @@ def frame_paths(name: str, device: torch.device, batch: int = 1,
     """Name -> one call per path for model ``name`` (or for the path ``only``), and facts
     about the set-up (layer, head)."""
     import cfcam_fast as cf
+    from cfcam_fast.benchmark.paths import floor
     from cfcam_fast.models import load_model, resolve_layer
-
-    from .paths import floor
 
     model, layer_name = load_model(name, device=device)
     layer = resolve_layer(model, layer_name)
@@ -55,7 +54,8 @@ def frame_paths(name: str, device: torch.device, batch: int = 1,
     if "floor" in wanted:
         paths["floor"] = lambda: floor(model, layer, x)
     if "CFCAM (eager)" in wanted:
-        paths["CFCAM (eager)"] = lambda cam=cf.CFCAM(model, [layer]): cam(x)
+        eager = cf.CFCAM(model, [layer])
+        paths["CFCAM (eager)"] = lambda: eager(x)
     if "RealtimeCFCAM" in wanted:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the fallback is recorded in the facts instead
@@ -64,13 +64,14 @@ def frame_paths(name: str, device: torch.device, batch: int = 1,
         facts.update(realtime_mode=fast.mode, realtime_mode_reason=fast.mode_reason,
                      cuda_graph=fast._graph is not None)
     if "RealtimeCFCAM, backward pass" in wanted:
-        paths["RealtimeCFCAM, backward pass"] = lambda rt=cf.RealtimeCFCAM(model, layer, x, head=None): rt(x)
+        backward = cf.RealtimeCFCAM(model, layer, x, head=None)
+        paths["RealtimeCFCAM, backward pass"] = lambda: backward(x)
     return paths, facts
 
 
 def latency_rows(device: torch.device, frames: int, models=MODELS) -> list[dict]:
     """p50/p95/p99/max milliseconds per frame of every path of every model."""
-    from .runner import time_paths
+    from cfcam_fast.benchmark.runner import time_paths
 
     rows = []
     for name in models:

@@ -1,7 +1,7 @@
 """End to end through ResNet-50 at batch 1 (224 px): the floor, Grad-CAM and CF-CAM paths.
 
 Run with ``pytest bench/ --benchmark-only``. Few rounds (the reference backend takes a
-large fraction of a second per image on a CPU); ``python -m bench`` is the full runner.
+large fraction of a second per image on a CPU); ``cfcam-fast bench`` is the full runner.
 """
 import pytest
 import torch
@@ -10,9 +10,9 @@ import cfcam_fast as cf
 import cfcam_fast.backends as core_backends
 from cfcam_fast import cluster
 from cfcam_fast.baselines import GradCAM
+from cfcam_fast.benchmark.paths import floor, full_backward
 
 from .conftest import DEVICE, sync
-from .paths import floor, full_backward
 
 ROUNDS = 5
 

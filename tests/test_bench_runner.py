@@ -4,13 +4,15 @@ Timings are never asserted; the table and the JSON must name every path, and a p
 either timed or skipped with a reason.
 """
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from bench import runner
-from bench.paths import path_names
 from cfcam_fast import cli
+from cfcam_fast.benchmark import runner
+from cfcam_fast.benchmark.paths import path_names
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,16 @@ def test_cli_registers_bench():
     parser = cli.build_parser("bench")
     args = parser.parse_args(["bench", "--quick", "--out", "x"])
     assert args.quick and args.out == "x" and args.run is not None
+
+
+def test_bench_command_needs_no_checkout(tmp_path):
+    """``cfcam-fast bench`` imports the runner from the package: run from a folder with no
+    ``bench/`` in reach, its options parse and no top-level ``bench`` module is loaded."""
+    code = ("import sys\nfrom cfcam_fast.cli import build_parser\n"
+            "args = build_parser('bench').parse_args(['bench', '--quick'])\n"
+            "assert args.quick and 'bench' not in sys.modules, sorted(sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_device_checks_dry_run_on_the_cpu(tmp_path):

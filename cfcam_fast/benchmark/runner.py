@@ -1,4 +1,4 @@
-"""The benchmark runner: every path, every model and batch size, in one process.
+"""The benchmark runner (``cfcam-fast bench``): every path, every model and batch size, in one process.
 
 Each path gets ``warmup`` untimed calls, then ``repeats`` timed ones, taken round-robin
 over the paths (the device is synchronised before and after each); the median is
@@ -13,14 +13,13 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path as FilePath
-from typing import Callable, Optional, Sequence
 
 import torch
 
-from cfcam_fast.commands.options import device_option
-
+from ..commands.options import device_option
 from . import report
 from .paths import build_paths
 
@@ -32,7 +31,7 @@ def _positive_ints(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
     return values
@@ -51,7 +50,7 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The runner's options (shared by ``python -m bench`` and ``cfcam-fast bench``)."""
+    """The runner's options (``cfcam-fast bench``)."""
     parser.add_argument("--models", default=",".join(MODELS),
                         help="comma-separated model names (default: %(default)s)")
     parser.add_argument("--batches", type=_positive_ints,
@@ -94,7 +93,7 @@ def time_paths(fns: Sequence[Callable[[], object]], device: torch.device, warmup
     return times
 
 
-def _versions() -> dict[str, Optional[str]]:
+def _versions() -> dict[str, str | None]:
     import importlib.metadata as md
 
     versions = {"python": platform.python_version(), "torch": torch.__version__}
@@ -106,11 +105,14 @@ def _versions() -> dict[str, Optional[str]]:
     return versions
 
 
-def _git_commit() -> Optional[str]:
-    """The checkout's HEAD commit, with ``+dirty`` when files differ from it; None outside git."""
+def _git_commit() -> str | None:
+    """The HEAD commit of the checkout this package runs from (an editable install), with
+    ``+dirty`` when files differ from it; None for an installed wheel or outside git."""
     import subprocess
 
-    root = FilePath(__file__).resolve().parents[1]
+    root = FilePath(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None  # an installed package: its folder's enclosing repository is not its source
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                               check=True).stdout.strip()
@@ -169,11 +171,24 @@ def _layer_shape(model, layer, x):
     return logits, shapes[0]
 
 
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)  # progress on stderr
+
+
 def run(args: argparse.Namespace) -> int:
-    """Time everything ``args`` asks for, print the tables and write the outputs."""
+    """Time everything ``args`` asks for, print the tables and write the outputs. The
+    process's torch thread count is restored afterwards (``--threads`` sets it meanwhile)."""
+    previous = torch.get_num_threads()
+    try:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        return _run(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     device = device_option(args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
         raise ValueError("--models: name at least one model")
@@ -183,11 +198,10 @@ def run(args: argparse.Namespace) -> int:
         models, batches, repeats = [MODELS[0]], [1], 1
     out = FilePath(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr
     rows = []
     for name in models:
-        log(f"{name} on {device}")
-        rows += bench_model(name, batches, device, args.warmup, repeats, log)
+        _log(f"{name} on {device}")
+        rows += bench_model(name, batches, device, args.warmup, repeats, _log)
     report.add_ratios(rows)
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": machine_info(device), "device": str(device), "versions": _versions(),
@@ -199,13 +213,13 @@ def run(args: argparse.Namespace) -> int:
     (out / "results.md").write_text(table + "\n")
     report.write_json(out / "results.json", meta, rows)
     report.write_plot(out / "results.png", rows, str(device))
-    log(f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'results.png'}")
+    _log(f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'results.png'}")
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m bench``; returns the exit status (1 with a one-line message on bad input)."""
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    """The runner on ``argv``; returns the exit status (1 with a one-line message on bad input)."""
+    parser = argparse.ArgumentParser(prog="cfcam-fast bench", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -6,8 +6,8 @@ gradient-based CAM can undercut), ``model`` (end to end through the model) and `
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -26,8 +26,8 @@ class Path:
 
     name: str
     kind: str
-    run: Optional[Callable[[], object]] = None
-    skipped: Optional[str] = None
+    run: Callable[[], object] | None = None
+    skipped: str | None = None
 
 
 def _layer_output(model: nn.Module, layer: nn.Module, x: torch.Tensor):
@@ -55,7 +55,7 @@ def full_backward(model: nn.Module, x: torch.Tensor) -> None:
     model.zero_grad(set_to_none=True)
 
 
-def core_variants(device: torch.device) -> list[tuple[str, str, Optional[str], Optional[str]]]:
+def core_variants(device: torch.device) -> list[tuple[str, str, str | None, str | None]]:
     """``(label, core backend, DBSCAN backend, skip reason)`` for every cfcam_fast path."""
     import cfcam_fast.backends as core_backends
     from cfcam_fast import cluster
