@@ -28,6 +28,7 @@ import cfcam_fast as cf
 from cfcam_fast import _native as native
 from cfcam_fast import cluster
 from cfcam_fast.cluster import certified
+from cfcam_fast.plan import clustering_plan
 
 POINTS, DIMS, MIN_SAMPLES, PERCENTILE = 1536, 49, 76, 25.0
 
@@ -66,7 +67,8 @@ def _certified(points: torch.Tensor) -> tuple[cluster.PairDistances, torch.Tenso
     """The native backend's certified CPU distances of ``points`` and the counts."""
     if not certified.usable(points.device):
         pytest.skip("the certified stage runs on the CPU with the native ops built")
-    return cluster.PairDistances(points, "native"), torch.full((points.shape[0],), points.shape[1], dtype=torch.int64)
+    pairs = cluster.PairDistances(points, clustering_plan("native", points.device))
+    return pairs, torch.full((points.shape[0],), points.shape[1], dtype=torch.int64)
 
 
 def _select_and_label(pairs: cluster.PairDistances, counts: torch.Tensor) -> torch.Tensor:

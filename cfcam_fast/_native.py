@@ -16,12 +16,14 @@ and an out-of-range rank gives NaN.
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
-__all__ = ["available", "certified_dbscan_labels", "certified_pair_ranks", "dbscan_labels", "kth_smallest",
-           "pair_ranks", "status"]
+__all__ = ["available", "certified_dbscan_labels", "certified_pair_ranks", "dbscan_labels", "pair_ranks",
+           "status"]
 
 _FLOATS = (torch.float32, torch.float64)
 
@@ -37,10 +39,21 @@ _cpu, _cpu_error = _load("_native_cpu")
 _cuda, _cuda_error = _load("_native_cuda")
 
 
+def _build_failure(module: str) -> str | None:
+    """Why the build left ``module`` out, as recorded by setup.py under ``CFCAM_ALLOW_NO_NATIVE=1``."""
+    try:
+        record = json.loads(Path(__file__).with_name("_native_build.json").read_text())
+        reason = record["modules"][module]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return f"not built: the build failed ({reason}) and CFCAM_ALLOW_NO_NATIVE=1 let it go on without it"
+
+
 def _cpu_reason() -> str | None:
     if _cpu is None:
         if isinstance(_cpu_error, ModuleNotFoundError):
-            return "not built: reinstall with `pip install --no-build-isolation -e .` (needs cmake and a C++17 compiler)"
+            return _build_failure("_native_cpu") or ("not built: reinstall with `pip install --no-build-isolation "
+                                                     "-e .` (needs cmake and a C++17 compiler)")
         return f"failed to load: {_cpu_error}"
     return None
 
@@ -48,7 +61,7 @@ def _cpu_reason() -> str | None:
 def _cuda_reason() -> str | None:
     if _cuda is None:
         if isinstance(_cuda_error, ModuleNotFoundError):
-            return "not built: set CFCAM_CUDA=1 and rebuild (needs nvcc)"
+            return _build_failure("_native_cuda") or "not built: set CFCAM_CUDA=1 and rebuild (needs nvcc)"
         return f"failed to load: {_cuda_error}"
     if not torch.cuda.is_available():
         return "no CUDA device"
@@ -111,15 +124,6 @@ def _check_pair_ranks(dist: Tensor, counts: Tensor, ranks: Tensor) -> None:
     _check_batch("ranks", ranks, dist.shape[0])
 
 
-def _check_kth_smallest(values: Tensor, lengths: Tensor, ranks: Tensor) -> None:
-    _check_tensor("values", values, _FLOATS, 2, None)
-    _check_device("values", values)
-    _check_tensor("lengths", lengths, (torch.int64,), 1, values.device)
-    _check_tensor("ranks", ranks, (torch.int64,), 2, values.device)
-    _check_batch("lengths", lengths, values.shape[0])
-    _check_batch("ranks", ranks, values.shape[0])
-
-
 def _check_dbscan(dist: Tensor, counts: Tensor, eps: Tensor, min_samples: Tensor) -> None:
     _check_square(dist)
     _check_tensor("counts", counts, (torch.int64,), 1, dist.device)
@@ -178,38 +182,21 @@ def _call(device: torch.device, op: str, *args) -> None:
 
 
 # ----------------------------------------------------------------------------- registered ops
-def _ranked(op: str, values: Tensor, lengths: Tensor, ranks: Tensor) -> Tensor:
-    """Runs selection op ``op`` (``pair_ranks`` or ``kth_smallest``): ``[B, K]`` of ``values``' dtype."""
-    out = values.new_empty(ranks.shape)
-    B, K = ranks.shape
-    if B * K > 0:
-        _call(values.device, op, values.data_ptr(), lengths.data_ptr(), ranks.data_ptr(), out.data_ptr(), B,
-              values.shape[1], K, values.dtype == torch.float64)
-    return out
-
-
 @torch.library.custom_op("cfcam_fast::pair_ranks", mutates_args=(), device_types=("cpu", "cuda"))
 def _pair_ranks_op(dist: Tensor, counts: Tensor, ranks: Tensor) -> Tensor:
     _check_pair_ranks(dist, counts, ranks)
-    return _ranked("pair_ranks", dist, counts, ranks)
+    out = dist.new_empty(ranks.shape)
+    B, K = ranks.shape
+    if B * K > 0:
+        _call(dist.device, "pair_ranks", dist.data_ptr(), counts.data_ptr(), ranks.data_ptr(), out.data_ptr(), B,
+              dist.shape[1], K, dist.dtype == torch.float64)
+    return out
 
 
 @_pair_ranks_op.register_fake
 def _(dist: Tensor, counts: Tensor, ranks: Tensor) -> Tensor:
     _check_pair_ranks(dist, counts, ranks)
     return dist.new_empty(ranks.shape)
-
-
-@torch.library.custom_op("cfcam_fast::kth_smallest", mutates_args=(), device_types=("cpu", "cuda"))
-def _kth_smallest_op(values: Tensor, lengths: Tensor, ranks: Tensor) -> Tensor:
-    _check_kth_smallest(values, lengths, ranks)
-    return _ranked("kth_smallest", values, lengths, ranks)
-
-
-@_kth_smallest_op.register_fake
-def _(values: Tensor, lengths: Tensor, ranks: Tensor) -> Tensor:
-    _check_kth_smallest(values, lengths, ranks)
-    return values.new_empty(ranks.shape)
 
 
 @torch.library.custom_op("cfcam_fast::dbscan_labels", mutates_args=(), device_types=("cpu", "cuda"))
@@ -282,16 +269,6 @@ def pair_ranks(dist: Tensor, counts: Tensor, ranks: Tensor) -> Tensor:
     """
     _check_pair_ranks(dist, counts, ranks)
     return torch.ops.cfcam_fast.pair_ranks(dist, counts, ranks)
-
-
-def kth_smallest(values: Tensor, lengths: Tensor, ranks: Tensor) -> Tensor:
-    """The ``ranks[b, k]``-th smallest (0-based) of ``values[b, :lengths[b]]``, as ``[B, K]``.
-
-    ``values``: ``[B, L]`` float32/float64, contiguous; ``lengths``, ``ranks``: int64
-    ``[B]`` and ``[B, K]``, each rank in ``[0, lengths[b])``. NaN sorts after every number.
-    """
-    _check_kth_smallest(values, lengths, ranks)
-    return torch.ops.cfcam_fast.kth_smallest(values, lengths, ranks)
 
 
 def dbscan_labels(dist: Tensor, counts: Tensor, eps: Tensor, min_samples: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ and gradients in float32's subnormal range keep their precision.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,15 +39,29 @@ def gradcam_plusplus_weights(activations: torch.Tensor, gradients: torch.Tensor)
     return (alpha * gradients.clamp_min(0)).sum(dim=(2, 3))
 
 
-def weighted_map(activations: torch.Tensor, weights: torch.Tensor,
-                 output_size: Optional[Sequence[int]]) -> torch.Tensor:
-    """docs/algorithm.md steps 6-7 for given weights: ``ReLU(sum_c w_c A_c)``, bilinear upsampling to
-    ``output_size`` and division by the per-image maximum when it is positive."""
-    cam = torch.einsum("bc,bchw->bhw", weights, activations).clamp_min(0)
-    size = tuple(activations.shape[-2:]) if output_size is None else tuple(int(s) for s in output_size)
+def scaled_output(cam: torch.Tensor, output_size: Sequence[int] | None) -> torch.Tensor:
+    """docs/algorithm.md step 7 for a non-negative ``[B, h, w]`` map: bilinear upsampling to
+    ``output_size`` (the layer's size if ``None``) and division by the per-image maximum."""
+    size = tuple(cam.shape[-2:]) if output_size is None else tuple(int(s) for s in output_size)
     cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
     peak = cam.flatten(1).amax(1).clamp_min(torch.finfo(cam.dtype).tiny)
     return cam / peak[:, None, None]  # a map that is zero everywhere stays zero
+
+
+def weighted_map(activations: torch.Tensor, weights: torch.Tensor,
+                 output_size: Sequence[int] | None) -> torch.Tensor:
+    """docs/algorithm.md steps 6-7 for given weights: ``ReLU(sum_c w_c A_c)``, then
+    ``scaled_output``."""
+    return scaled_output(torch.einsum("bc,bchw->bhw", weights, activations).clamp_min(0), output_size)
+
+
+def unclustered_result(maps: torch.Tensor, weights: torch.Tensor) -> CFCAMResult:
+    """A ``CFCAMResult`` of a method without clusters: ``labels`` -2 (every channel kept),
+    ``channel_weights`` and ``weights`` both ``weights`` ``[B, C]``, ``eps`` NaN."""
+    B, C = weights.shape
+    return CFCAMResult(maps=maps.float(), labels=torch.full((B, C), -2, dtype=torch.int64, device=maps.device),
+                       channel_weights=weights.float(), weights=weights.float(),
+                       eps=torch.full((B,), float("nan"), dtype=torch.float64, device=maps.device))
 
 
 class _WeightedCAM(BaseCAM):
@@ -62,14 +76,7 @@ class _WeightedCAM(BaseCAM):
             A = activations.detach().double()
             G = gradients.detach().double()
             w = self._weights(A, G)
-            B, C = w.shape
-            return CFCAMResult(
-                maps=weighted_map(A, w, output_size).float(),
-                labels=torch.full((B, C), -2, dtype=torch.int64, device=A.device),
-                channel_weights=w.float(),
-                weights=w.float(),
-                eps=torch.full((B,), float("nan"), dtype=torch.float64, device=A.device),
-            )
+            return unclustered_result(weighted_map(A, w, output_size), w)
 
 
 class GradCAM(_WeightedCAM):
@@ -78,7 +85,7 @@ class GradCAM(_WeightedCAM):
     once per forward, which is an error without it).
 
     ``labels`` are -2 (every channel kept), ``channel_weights`` and ``weights`` the mean
-    gradients, ``eps`` NaN.
+    gradients, ``eps`` NaN, ``plan`` None (no backend choice: torch on the tensors' device).
     """
 
     def _weights(self, activations, gradients):
@@ -91,7 +98,8 @@ class GradCAMPlusPlus(_WeightedCAM):
     more than once per forward, which is an error without it).
 
     ``channel_weights`` and ``weights`` are the Grad-CAM++ weights
-    (``gradcam_plusplus_weights``); ``labels`` -2, ``eps`` NaN.
+    (``gradcam_plusplus_weights``); ``labels`` -2, ``eps`` NaN, ``plan`` None (no backend
+    choice: torch on the tensors' device).
     """
 
     def _weights(self, activations, gradients):

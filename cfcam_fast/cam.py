@@ -1,15 +1,31 @@
 """CAM methods on a model: capture (capture.py) followed by a core on the captured tensors."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from . import backends
-from .capture import Targets, capture, check_hookable
+from .capture import Captured, Targets, capture, check_hookable
 from .config import CFCAMConfig, CFCAMResult, as_config
-from .core import cfcam_explain
+from .core import cfcam_explain, check_captured, run_plan
+from .plan import resolve_plan
+
+
+def combine_layers(results: list[CFCAMResult], captured: Captured, x: torch.Tensor) -> CFCAMResult:
+    """The finish of every CAM call: with several layers the mean map renormalised to a
+    maximum of 1 (other fields from the first layer); float32 maps on ``x.device``, the
+    explained classes and the logits."""
+    result = results[0]
+    if len(results) > 1:
+        maps = torch.stack([r.maps for r in results]).mean(0)
+        peak = maps.flatten(1).amax(1).clamp_min(torch.finfo(maps.dtype).tiny)
+        result.maps = maps / peak[:, None, None]
+    result.maps = result.maps.to(x.device, torch.float32)
+    result.class_idx = captured.class_idx
+    result.logits = captured.logits
+    return result
 
 
 class BaseCAM:
@@ -30,8 +46,8 @@ class BaseCAM:
     """
 
     def __init__(self, model: nn.Module, target_layers: Sequence[nn.Module],
-                 reshape_transform: Optional[Callable] = None, *, output_selector: Optional[Callable] = None,
-                 layer_call: Optional[int] = None) -> None:
+                 reshape_transform: Callable | None = None, *, output_selector: Callable | None = None,
+                 layer_call: int | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if isinstance(target_layers, nn.Module):
@@ -71,34 +87,31 @@ class BaseCAM:
         """
         captured = capture(self.model, x, self.target_layers, targets, self.reshape_transform,
                            output_selector=self.output_selector, layer_call=self.layer_call)
-        size = tuple(x.shape[-2:])
-        results = [self._core(a, g, size) for a, g in zip(captured.activations, captured.gradients)]
-        result = results[0]
-        if len(results) > 1:
-            maps = torch.stack([r.maps for r in results]).mean(0)
-            peak = maps.flatten(1).amax(1).clamp_min(torch.finfo(maps.dtype).tiny)
-            result.maps = maps / peak[:, None, None]
-        result.maps = result.maps.to(x.device, torch.float32)
-        result.class_idx = captured.class_idx
-        result.logits = captured.logits
-        return result
+        results = self._explain_layers(captured.activations, captured.gradients, tuple(x.shape[-2:]))
+        return combine_layers(results, captured, x)
 
     def _core(self, activations: torch.Tensor, gradients: torch.Tensor, output_size) -> CFCAMResult:
         raise NotImplementedError
+
+    def _explain_layers(self, activations: list, gradients: list, output_size) -> list[CFCAMResult]:
+        """One result per target layer, from its captured activations and gradients."""
+        return [self._core(a, g, output_size) for a, g in zip(activations, gradients)]
 
 
 class CFCAM(BaseCAM):
     """CF-CAM on a model (docs/algorithm.md): one forward and one backward for the whole batch.
 
-    ``backend``: "auto", "reference", "torch" or "triton" (see ``cfcam_fast.backends``).
-    ``output_selector`` and ``layer_call`` as in ``BaseCAM``: a layer that runs more than
-    once per forward is an error unless ``layer_call`` picks the call to explain.
+    ``backend``: "auto", "reference", "torch" or "triton" (see ``cfcam_fast.backends``);
+    with ``config.dbscan_backend`` it is resolved once per call into the ``plan`` every
+    result records (``cfcam_fast.plan``). ``output_selector`` and ``layer_call`` as in
+    ``BaseCAM``: a layer that runs more than once per forward is an error unless
+    ``layer_call`` picks the call to explain.
     """
 
     def __init__(self, model: nn.Module, target_layers: Sequence[nn.Module],
-                 reshape_transform: Optional[Callable] = None, config: Optional[CFCAMConfig] = None,
-                 backend: str = "auto", *, output_selector: Optional[Callable] = None,
-                 layer_call: Optional[int] = None) -> None:
+                 reshape_transform: Callable | None = None, config: CFCAMConfig | None = None,
+                 backend: str = "auto", *, output_selector: Callable | None = None,
+                 layer_call: int | None = None) -> None:
         super().__init__(model, target_layers, reshape_transform, output_selector=output_selector,
                          layer_call=layer_call)
         self.config = as_config(config)
@@ -108,3 +121,10 @@ class CFCAM(BaseCAM):
 
     def _core(self, activations, gradients, output_size) -> CFCAMResult:
         return cfcam_explain(activations, gradients, output_size, self.config, self.backend)
+
+    def _explain_layers(self, activations: list, gradients: list, output_size) -> list[CFCAMResult]:
+        """Every layer by one plan, resolved once for the call."""
+        for a, g in zip(activations, gradients):
+            check_captured(a, g)
+        plan = resolve_plan(self.backend, self.config, activations[0].device)
+        return [run_plan(a, g, output_size, self.config, plan) for a, g in zip(activations, gradients)]

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Optional
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 FILTERS = ("gaussian", "official")
 WEIGHTINGS = ("softmax", "standardized", "linear")
@@ -68,7 +71,7 @@ class CFCAMConfig:
                 f"CFCAMConfig.memory_budget_bytes must be an int >= 1, got {self.memory_budget_bytes!r}"
             )
 
-    def replace(self, **changes) -> "CFCAMConfig":
+    def replace(self, **changes) -> CFCAMConfig:
         """A copy with the given fields changed (validated again)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         unknown = set(changes) - set(values)
@@ -78,7 +81,7 @@ class CFCAMConfig:
         return CFCAMConfig(**values)
 
 
-def as_config(config: Optional[CFCAMConfig]) -> CFCAMConfig:
+def as_config(config: CFCAMConfig | None) -> CFCAMConfig:
     """``config``, or the defaults for ``None``; ``ValueError`` for anything else."""
     if config is None:
         return CFCAMConfig()
@@ -100,7 +103,10 @@ class CFCAMResult:
     ``channel_weights``: ``w_c`` of docs/algorithm.md step 5 (0 for noise). ``weights``: ``alpha`` of
     step 6 (0 for noise). ``filtered``: the filtered cluster-mean maps ``f_k``, one
     ``[K_b, h, w]`` tensor per image, only when asked for. ``class_idx`` and ``logits``
-    come from ``CFCAM.explain``.
+    come from ``CFCAM.explain``. ``plan``: the implementations that computed it
+    (``cfcam_fast.plan.Plan``, e.g. ``str(result.plan)`` = ``"core:torch dbscan:native
+    distances:float32-certified eps:native on cpu"``); ``None`` for ``GradCAM`` and
+    ``GradCAMPlusPlus``, which have no backend choice.
     """
 
     maps: torch.Tensor
@@ -108,6 +114,7 @@ class CFCAMResult:
     channel_weights: torch.Tensor
     weights: torch.Tensor
     eps: torch.Tensor
-    class_idx: Optional[torch.Tensor] = None
-    logits: Optional[torch.Tensor] = None
-    filtered: Optional[list] = None
+    class_idx: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    filtered: list | None = None
+    plan: Plan | None = None

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import operator
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from . import backends
 from .config import CFCAMConfig, CFCAMResult, as_config
+from .plan import Plan, resolve_plan
 
 
 def check_captured(activations: torch.Tensor, gradients: torch.Tensor) -> None:
@@ -69,7 +70,7 @@ def _indices(mask: torch.Tensor) -> str:
     return ", ".join(map(str, mask.nonzero().flatten().tolist()))
 
 
-def _output_size(output_size: Optional[Sequence[int]], activations: torch.Tensor) -> tuple[int, int]:
+def _output_size(output_size: Sequence[int] | None, activations: torch.Tensor) -> tuple[int, int]:
     if output_size is None:
         return tuple(activations.shape[-2:])
     message = f"output_size must be (H, W) with positive integer sizes, got {output_size!r}"
@@ -83,24 +84,35 @@ def _output_size(output_size: Optional[Sequence[int]], activations: torch.Tensor
 
 
 def cfcam_explain(activations: torch.Tensor, gradients: torch.Tensor,
-                  output_size: Optional[Sequence[int]] = None, config: Optional[CFCAMConfig] = None,
+                  output_size: Sequence[int] | None = None, config: CFCAMConfig | None = None,
                   backend: str = "auto", *, return_filtered: bool = False) -> CFCAMResult:
     """CF-CAM of captured ``[B, C, H, W]`` activations and gradients, with every intermediate.
 
     ``output_size`` is the ``(H_in, W_in)`` the maps are upsampled to (default: the layer's
     own size). ``return_filtered=True`` also returns the filtered cluster-mean maps.
+    ``backend`` and ``config.dbscan_backend`` are resolved once into the ``result.plan``
+    that computes it (``cfcam_fast.plan.resolve_plan``).
     """
     config = as_config(config)
     check_captured(activations, gradients)
+    plan = resolve_plan(backend, config, activations.device)
+    return run_plan(activations, gradients, output_size, config, plan, return_filtered=return_filtered)
+
+
+def run_plan(activations: torch.Tensor, gradients: torch.Tensor, output_size: Sequence[int] | None,
+             config: CFCAMConfig, plan: Plan, *, return_filtered: bool = False) -> CFCAMResult:
+    """``cfcam_explain`` by a resolved ``plan``, on tensors that passed ``check_captured``."""
+    if activations.device.type != plan.device.type:
+        raise ValueError(f"the plan ({plan}) was resolved for {plan.device.type} tensors, "
+                         f"got {activations.device.type} ones")
     size = _output_size(output_size, activations)
-    module = backends.resolve(backend, activations.device)
     with torch.no_grad():
-        return module.explain(activations.detach(), gradients.detach(), size, config,
-                              return_filtered=return_filtered)
+        return backends.module(plan.core).explain(activations.detach(), gradients.detach(), size, config, plan,
+                                                  return_filtered=return_filtered)
 
 
 def cfcam(activations: torch.Tensor, gradients: torch.Tensor,
-          output_size: Optional[Sequence[int]] = None, config: Optional[CFCAMConfig] = None,
+          output_size: Sequence[int] | None = None, config: CFCAMConfig | None = None,
           backend: str = "auto") -> torch.Tensor:
     """CF-CAM maps ``[B, H_in, W_in]`` in ``[0, 1]`` from captured activations and gradients."""
     return cfcam_explain(activations, gradients, output_size, config, backend).maps

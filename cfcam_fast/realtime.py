@@ -2,7 +2,8 @@
 
 ``RealtimeCFCAM`` is built for the shape, dtype and device of an example input. Each frame
 runs the forward pass, the gradient at the target layer and the CF-CAM core with every
-shape fixed at construction (``torch_backend.StaticPlan``): at most ``max_remaining(C, q)``
+shape fixed at construction (``torch_backend.FixedShapes``) and one ``Plan`` resolved
+there (``rt.plan``): at most ``max_remaining(C, q)``
 channels can fall below the importance split, so the pairwise stage always works on that
 many points, and the compiled DBSCAN ops (``cfcam_fast._native``: exact selection and
 union-find labelling on each image's first ``count`` points) read the true counts from
@@ -18,22 +19,23 @@ import math
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import cluster
+from . import backends, cluster
 from .backends import torch_backend
 from .capture import _hooked_forward, _logits, eval_mode, model_lock
 from .config import CFCAMConfig, CFCAMResult, as_config
 from .core import check_captured, finite_images
 from .models import IMAGENET_MEAN, IMAGENET_STD
+from .plan import resolve_plan
 
-Head = Union[str, None, nn.Linear]
+Head = str | nn.Linear | None
 
 
 class FrameError(ValueError):
@@ -52,14 +54,14 @@ class FrameResult:
     ``class_idx=-1``, ``confidence=nan`` and the message in ``error``."""
 
     index: int
-    maps: Optional[torch.Tensor]
+    maps: torch.Tensor | None
     class_idx: int
     confidence: float
     ms: float
-    error: Optional[str] = None
+    error: str | None = None
 
 
-def _target_tensor(targets, batch: int, device: torch.device) -> Optional[torch.Tensor]:
+def _target_tensor(targets, batch: int, device: torch.device) -> torch.Tensor | None:
     """``None`` (arg-max class), an int for every image, or one int per image, as ``[B]``."""
     if targets is None:
         return None
@@ -83,7 +85,10 @@ class RealtimeCFCAM:
     ``nn.Linear`` declares the head (still proven); ``None`` always runs the backward pass.
     ``mode`` says which runs and ``mode_reason`` why. ``graph``: capture the frame in a
     CUDA graph on CUDA (a failed capture warns and runs eagerly). ``compile``: wrap the
-    CF-CAM core in ``torch.compile(fullgraph=True)``.
+    CF-CAM core in ``torch.compile(fullgraph=True)``. ``plan`` (``cfcam_fast.plan.Plan``,
+    also on every result) says which implementations run, fixed at construction: core
+    triton on CUDA with the gaussian filter where Triton is usable, else torch; DBSCAN as
+    ``config.dbscan_backend`` resolves.
 
     Needs the compiled DBSCAN ops (``cfcam_fast._native``) for the input's device: they are
     what labels fixed-shape batches exactly without a host wait. Non-finite activations or
@@ -95,7 +100,7 @@ class RealtimeCFCAM:
     """
 
     def __init__(self, model: nn.Module, target_layer: nn.Module, example_input: torch.Tensor,
-                 config: Optional[CFCAMConfig] = None, targets=None, *, head: Head = "auto",
+                 config: CFCAMConfig | None = None, targets=None, *, head: Head = "auto",
                  graph: bool = True, compile: bool = False) -> None:
         if not isinstance(model, nn.Module) or not isinstance(target_layer, nn.Module):
             raise ValueError("model and target_layer must be torch.nn.Module instances")
@@ -124,18 +129,18 @@ class RealtimeCFCAM:
             raise ValueError(f"the target layer gave shape {tuple(A.shape)}; RealtimeCFCAM needs [B, C, H, W]")
         C = A.shape[1]
         n = torch_backend.max_remaining(C, self.config.importance_percentile)
-        backend = cluster.resolve(self.config.dbscan_backend, self.device)
-        buffer = torch.empty((self.shape[0], n, n), dtype=cluster.distance_dtype(backend, self.device),
-                             device=self.device)
-        self._plan = torch_backend.StaticPlan(n=n, backend=backend, buffer=buffer)
-        self._fused = self.device.type == "cuda" and self.config.filter == "gaussian"
+        fused = self.device.type == "cuda" and self.config.filter == "gaussian" \
+            and backends.unavailable_reason("triton", self.device) is None
+        self.plan = resolve_plan("triton" if fused else "torch", self.config, self.device)
+        buffer = torch.empty((self.shape[0], n, n), dtype=self.plan.distance_dtype, device=self.device)
+        self._fixed = torch_backend.FixedShapes(n=n, buffer=buffer)
         self._core_fn = torch.compile(self._core, fullgraph=True) if compile else self._core
         self._graph = None
         if graph and self.device.type == "cuda":
             self._capture_graph(example_input)
 
     # ------------------------------------------------------------------ construction
-    def _find_head(self, example_input: torch.Tensor, declared: Optional[nn.Linear]):
+    def _find_head(self, example_input: torch.Tensor, declared: nn.Linear | None):
         from .head_shortcut import find_linear_head
 
         if declared is not None and not isinstance(declared, nn.Linear):
@@ -176,13 +181,8 @@ class RealtimeCFCAM:
 
     # ------------------------------------------------------------------ one frame
     def _core(self, A: torch.Tensor, G: torch.Tensor) -> CFCAMResult:
-        kernels = {}
-        if self._fused:
-            from .kernels import channel_weights, combine
-
-            kernels = dict(weights_fn=channel_weights, combine_fn=combine)
         with torch.no_grad():
-            return torch_backend.explain(A, G, self.shape[-2:], self.config, static=self._plan, **kernels)
+            return torch_backend.explain(A, G, self.shape[-2:], self.config, self.plan, fixed=self._fixed)
 
     def _frame(self, x: torch.Tensor) -> CFCAMResult:
         """Forward, gradient at the layer and CF-CAM for one batch, with no host wait on CUDA."""
@@ -227,7 +227,8 @@ class RealtimeCFCAM:
             out = self._static_out
             return CFCAMResult(maps=out.maps.clone(), labels=out.labels.clone(),
                                channel_weights=out.channel_weights.clone(), weights=out.weights.clone(),
-                               eps=out.eps.clone(), class_idx=out.class_idx.clone(), logits=out.logits.clone())
+                               eps=out.eps.clone(), class_idx=out.class_idx.clone(), logits=out.logits.clone(),
+                               plan=self.plan)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The ``[B, H, W]`` maps in ``[0, 1]`` (float32, on the input's device)."""
@@ -248,7 +249,7 @@ class RealtimeCFCAM:
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
         return ((x - mean) / std).to(self.dtype)
 
-    def stream(self, frames: Iterable, preprocess: Optional[Callable] = None,
+    def stream(self, frames: Iterable, preprocess: Callable | None = None,
                skip_errors: bool = False) -> Iterator[FrameResult]:
         """One ``FrameResult`` per frame of ``frames``, in order (needs a batch-1 example input).
 

@@ -28,21 +28,6 @@ PYBIND11_MODULE(_native_cpu, m) {
       py::arg("dist"), py::arg("counts"), py::arg("ranks"), py::arg("out"), py::arg("B"),
       py::arg("n"), py::arg("K"), py::arg("is_double"));
   m.def(
-      "kth_smallest",
-      [](uintptr_t values, uintptr_t lengths, uintptr_t ranks, uintptr_t out, int64_t B, int64_t L,
-         int64_t K, bool is_double) {
-        py::gil_scoped_release release;
-        if (is_double) {
-          cfcam::kth_smallest_cpu(at<const double>(values), at<const int64_t>(lengths),
-                                  at<const int64_t>(ranks), at<double>(out), B, L, K);
-        } else {
-          cfcam::kth_smallest_cpu(at<const float>(values), at<const int64_t>(lengths),
-                                  at<const int64_t>(ranks), at<float>(out), B, L, K);
-        }
-      },
-      py::arg("values"), py::arg("lengths"), py::arg("ranks"), py::arg("out"), py::arg("B"),
-      py::arg("L"), py::arg("K"), py::arg("is_double"));
-  m.def(
       "dbscan_labels",
       [](uintptr_t dist, uintptr_t counts, uintptr_t eps, uintptr_t min_samples, uintptr_t labels,
          int64_t B, int64_t n, bool is_double) {

@@ -24,16 +24,6 @@ PYBIND11_MODULE(_native_cuda, m) {
       py::arg("dist"), py::arg("counts"), py::arg("ranks"), py::arg("out"), py::arg("B"),
       py::arg("n"), py::arg("K"), py::arg("is_double"), py::arg("device"), py::arg("stream"));
   m.def(
-      "kth_smallest",
-      [](uintptr_t values, uintptr_t lengths, uintptr_t ranks, uintptr_t out, int64_t B, int64_t L,
-         int64_t K, bool is_double, int device, uintptr_t stream) {
-        cfcam::kth_smallest_cuda(at<const void>(values), at<const int64_t>(lengths),
-                                 at<const int64_t>(ranks), at<void>(out), B, L, K, is_double,
-                                 device, at<void>(stream));
-      },
-      py::arg("values"), py::arg("lengths"), py::arg("ranks"), py::arg("out"), py::arg("B"),
-      py::arg("L"), py::arg("K"), py::arg("is_double"), py::arg("device"), py::arg("stream"));
-  m.def(
       "dbscan_labels",
       [](uintptr_t dist, uintptr_t counts, uintptr_t eps, uintptr_t min_samples, uintptr_t labels,
          uintptr_t work, int64_t B, int64_t n, bool is_double, int device, uintptr_t stream) {

@@ -13,11 +13,6 @@ template <typename T>
 void pair_ranks_cpu(const T* dist, const int64_t* counts, const int64_t* ranks, T* out,
                     int64_t B, int64_t n, int64_t K);
 
-// out[b, k] = the ranks[b, k]-th smallest of values[b, 0:lengths[b]] ([B, L] row-major).
-template <typename T>
-void kth_smallest_cpu(const T* values, const int64_t* lengths, const int64_t* ranks, T* out,
-                      int64_t B, int64_t L, int64_t K);
-
 // scikit-learn's DBSCAN labels of each image's first counts[b] points from the upper triangle
 // of dist[b]; labels[b, i] = -1 for noise and for i >= counts[b].
 template <typename T>

@@ -12,10 +12,6 @@ namespace cfcam {
 void pair_ranks_cuda(const void* dist, const int64_t* counts, const int64_t* ranks, void* out,
                      int64_t B, int64_t n, int64_t K, bool is_double, int device, void* stream);
 
-// See kth_smallest_cpu.
-void kth_smallest_cuda(const void* values, const int64_t* lengths, const int64_t* ranks, void* out,
-                       int64_t B, int64_t L, int64_t K, bool is_double, int device, void* stream);
-
 // See dbscan_labels_cpu; `work` is int32 scratch of 2 * B * n entries.
 void dbscan_labels_cuda(const void* dist, const int64_t* counts, const void* eps,
                         const int64_t* min_samples, int64_t* labels, int32_t* work, int64_t B,

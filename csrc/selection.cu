@@ -16,7 +16,6 @@ namespace {
 constexpr int kThreads = 1024;
 constexpr int kBins = 256;
 constexpr int kGather = 4096;  // keys kept in shared memory for the last passes
-constexpr int64_t kChunk = 4096;  // a flat row is cut into chunks, one warp per chunk
 constexpr int kUnroll = 4;
 
 // Keys whose unsigned order is the numeric order: NaN last, -0 equal to +0.
@@ -42,25 +41,20 @@ __device__ __forceinline__ double key_value(unsigned long long k) {
 template <typename T>
 using KeyOf = decltype(ordered_key(T{}));
 
-// Calls f(value) for every value of one image: the upper triangle of a c x c block of a
-// row-major matrix with row stride `stride` (kTriangle), or the first c entries of a row.
-template <bool kTriangle, typename T, typename F>
-__device__ __forceinline__ void block_for_each(const T* __restrict__ base, int64_t stride, int64_t c,
-                                               F&& f) {
+// Calls f(value) for every value of one image: the upper triangle i < j < c of its row-major
+// n x n matrix, one row segment per warp.
+template <typename T, typename F>
+__device__ __forceinline__ void block_for_each(const T* __restrict__ base, int64_t n, int64_t c, F&& f) {
   const int warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  const int64_t segments = kTriangle ? (c > 1 ? c - 1 : 0) : (c + kChunk - 1) / kChunk;
-  for (int64_t s = warp; s < segments; s += warps) {
-    const T* p = kTriangle ? base + s * stride + s + 1 : base + s * kChunk;
-    const int64_t len = kTriangle ? c - s - 1 : (c - s * kChunk < kChunk ? c - s * kChunk : kChunk);
-    warp_for_each<kUnroll>(p, len, [&](int64_t, T v) { f(v); });
+  for (int64_t s = warp; s + 1 < c; s += warps) {
+    warp_for_each<kUnroll>(base + s * n + s + 1, c - s - 1, [&](int64_t, T v) { f(v); });
   }
 }
 
-template <bool kTriangle, typename T>
+template <typename T>
 __global__ void __launch_bounds__(kThreads)
-radix_select_kernel(const T* __restrict__ data, int64_t stride, int64_t limit,
-                    const int64_t* __restrict__ counts, const int64_t* __restrict__ ranks, int64_t K,
-                    T* __restrict__ out) {
+radix_select_kernel(const T* __restrict__ data, int64_t n, const int64_t* __restrict__ counts,
+                    const int64_t* __restrict__ ranks, int64_t K, T* __restrict__ out) {
   using Key = KeyOf<T>;
   constexpr int kBits = 8 * sizeof(Key);
   __shared__ unsigned int hist[kBins];
@@ -70,14 +64,14 @@ radix_select_kernel(const T* __restrict__ data, int64_t stride, int64_t limit,
   __shared__ unsigned long long chosen_rank, chosen_size;
 
   const int64_t b = blockIdx.x / K;
-  const int64_t c = clamp_count(counts[b], limit);
-  const int64_t total = kTriangle ? c * (c - 1) / 2 : c;
+  const int64_t c = clamp_count(counts[b], n);
+  const int64_t total = c * (c - 1) / 2;
   const int64_t requested = ranks[blockIdx.x];
   if (requested < 0 || requested >= total) {
     if (threadIdx.x == 0) out[blockIdx.x] = key_value(static_cast<Key>(~Key(0)));  // NaN
     return;
   }
-  const T* base = data + b * (kTriangle ? stride * stride : stride);
+  const T* base = data + b * n * n;
   auto rank = static_cast<unsigned long long>(requested);
   Key prefix = 0, mask = 0;
   bool in_shared = false;
@@ -92,7 +86,7 @@ radix_select_kernel(const T* __restrict__ data, int64_t stride, int64_t limit,
     if (in_shared) {
       for (unsigned int i = threadIdx.x; i < kept; i += blockDim.x) count(gathered[i]);
     } else {
-      block_for_each<kTriangle>(base, stride, c, [&](T v) { count(ordered_key(v)); });
+      block_for_each(base, n, c, [&](T v) { count(ordered_key(v)); });
     }
     __syncthreads();
     if (threadIdx.x < 32) {  // warp 0 finds the bin holding `rank`: 8 bins per lane
@@ -121,7 +115,7 @@ radix_select_kernel(const T* __restrict__ data, int64_t stride, int64_t limit,
     if (!in_shared && shift > 0 && chosen_size <= kGather) {
       if (threadIdx.x == 0) n_gathered = 0;
       __syncthreads();
-      block_for_each<kTriangle>(base, stride, c, [&](T v) {
+      block_for_each(base, n, c, [&](T v) {
         const Key key = ordered_key(v);
         if ((key & mask) == prefix) gathered[atomicAdd(&n_gathered, 1u)] = key;
       });
@@ -134,14 +128,13 @@ radix_select_kernel(const T* __restrict__ data, int64_t stride, int64_t limit,
   if (threadIdx.x == 0) out[blockIdx.x] = key_value(prefix);
 }
 
-template <bool kTriangle, typename T>
-void launch(const T* data, int64_t stride, int64_t limit, const int64_t* counts,
-            const int64_t* ranks, T* out, int64_t B, int64_t K, int device, void* stream) {
+template <typename T>
+void launch(const T* data, int64_t n, const int64_t* counts, const int64_t* ranks, T* out, int64_t B,
+            int64_t K, int device, void* stream) {
   if (B * K == 0) return;
   DeviceGuard guard(device);
-  radix_select_kernel<kTriangle, T><<<static_cast<unsigned int>(B * K), kThreads, 0,
-                                      static_cast<cudaStream_t>(stream)>>>(
-      data, stride, limit, counts, ranks, K, out);
+  radix_select_kernel<T><<<static_cast<unsigned int>(B * K), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      data, n, counts, ranks, K, out);
   check_cuda(cudaGetLastError(), "radix select launch");
 }
 
@@ -150,22 +143,9 @@ void launch(const T* data, int64_t stride, int64_t limit, const int64_t* counts,
 void pair_ranks_cuda(const void* dist, const int64_t* counts, const int64_t* ranks, void* out,
                      int64_t B, int64_t n, int64_t K, bool is_double, int device, void* stream) {
   if (is_double) {
-    launch<true>(static_cast<const double*>(dist), n, n, counts, ranks, static_cast<double*>(out),
-                 B, K, device, stream);
+    launch(static_cast<const double*>(dist), n, counts, ranks, static_cast<double*>(out), B, K, device, stream);
   } else {
-    launch<true>(static_cast<const float*>(dist), n, n, counts, ranks, static_cast<float*>(out),
-                 B, K, device, stream);
-  }
-}
-
-void kth_smallest_cuda(const void* values, const int64_t* lengths, const int64_t* ranks, void* out,
-                       int64_t B, int64_t L, int64_t K, bool is_double, int device, void* stream) {
-  if (is_double) {
-    launch<false>(static_cast<const double*>(values), L, L, lengths, ranks,
-                  static_cast<double*>(out), B, K, device, stream);
-  } else {
-    launch<false>(static_cast<const float*>(values), L, L, lengths, ranks,
-                  static_cast<float*>(out), B, K, device, stream);
+    launch(static_cast<const float*>(dist), n, counts, ranks, static_cast<float*>(out), B, K, device, stream);
   }
 }
 

@@ -39,20 +39,6 @@ struct Triangle {
   }
 };
 
-// The first `length` entries of one row.
-template <typename T>
-struct Prefix {
-  const T* data;
-  int64_t length;
-  int64_t size() const { return length; }
-  int64_t max_segment() const { return length; }
-  template <typename F>
-  void for_each_segment(F&& f) const {
-    if (length > 0) f(data, length);
-  }
-  T sample(uint64_t r) const { return data[r % static_cast<uint64_t>(length)]; }
-};
-
 constexpr int64_t kSampleSize = 4096;
 constexpr int64_t kDirectLimit = 16 * kSampleSize;  // below this, copy and select directly
 
@@ -133,21 +119,7 @@ void pair_ranks_cpu(const T* dist, const int64_t* counts, const int64_t* ranks, 
   });
 }
 
-template <typename T>
-void kth_smallest_cpu(const T* values, const int64_t* lengths, const int64_t* ranks, T* out,
-                      int64_t B, int64_t L, int64_t K) {
-  check_counts(lengths, B, L, "lengths");
-  for (int64_t b = 0; b < B; ++b) check_ranks(ranks + b * K, K, lengths[b], b, "valid values");
-  const int workers = worker_count(B);
-  std::vector<std::vector<T>> buffers(workers);
-  parallel_for_items(B, workers, [&](int w, int64_t b) {
-    select_ranks(Prefix<T>{values + b * L, lengths[b]}, ranks + b * K, K, out + b * K, buffers[w]);
-  });
-}
-
 template void pair_ranks_cpu<float>(const float*, const int64_t*, const int64_t*, float*, int64_t, int64_t, int64_t);
 template void pair_ranks_cpu<double>(const double*, const int64_t*, const int64_t*, double*, int64_t, int64_t, int64_t);
-template void kth_smallest_cpu<float>(const float*, const int64_t*, const int64_t*, float*, int64_t, int64_t, int64_t);
-template void kth_smallest_cpu<double>(const double*, const int64_t*, const int64_t*, double*, int64_t, int64_t, int64_t);
 
 }  // namespace cfcam

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import chelsea_batch, efficientnet_lite0, hooks_left, images, tiny_cnn
 from torch import nn
 
 import cfcam_fast as cf
 from cfcam_fast.backends import unavailable_reason
-from helpers import chelsea_batch, efficientnet_lite0, hooks_left, images, tiny_cnn
 
 
 def cfcam_model(model, layers, **kwargs):
@@ -215,7 +215,7 @@ def test_triton_on_cpu_without_interpreter_says_what_to_do(monkeypatch):
     A, G = captured()
     with pytest.raises(RuntimeError, match="backend 'triton' is not available: .*TRITON_INTERPRET=1"):
         cf.cfcam(A, G, backend="triton")
-    assert "TRITON_INTERPRET=1" in cf.backend_status()["triton"]
+    assert "TRITON_INTERPRET=1" in cf.backend_status()["core:triton"]
 
 
 def test_triton_on_cpu_with_interpreter_is_available(monkeypatch):

@@ -13,12 +13,13 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_state_unchanged, hooks_left, images, model_state, structured, tiny_cnn
 from torch import nn
 
 import cfcam_fast as cf
 from cfcam_fast.backends import torch_backend
 from cfcam_fast.capture import capture
-from helpers import assert_state_unchanged, hooks_left, images, model_state, structured, tiny_cnn
+from cfcam_fast.plan import resolve_plan
 
 CAMS = [cf.CFCAM, cf.GradCAM, cf.GradCAMPlusPlus]
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is what is tested
@@ -330,10 +331,9 @@ def test_subnormal_activations_on_the_static_path():
     A = A * 1e-41
     config = cf.CFCAMConfig(weighting="linear")
     n = torch_backend.max_remaining(A.shape[1], config.importance_percentile)
-    backend = cf.cluster.resolve("auto", A.device)
-    buffer = torch.empty(3, n, n, dtype=cf.cluster.distance_dtype(backend, A.device))
-    plan = torch_backend.StaticPlan(n, backend, buffer)
-    got = torch_backend.explain(A, G, (12, 12), config, static=plan)
+    plan = resolve_plan("torch", config, A.device)
+    fixed = torch_backend.FixedShapes(n, torch.empty(3, n, n, dtype=plan.distance_dtype))
+    got = torch_backend.explain(A, G, (12, 12), config, plan, fixed=fixed)
     ref = cf.cfcam_explain(A, G, (12, 12), config, backend="reference")
     assert torch.equal(got.labels, ref.labels)
     torch.testing.assert_close(got.maps, ref.maps, rtol=0, atol=1e-5)

@@ -137,9 +137,9 @@ def test_pair_ranks_sampled_path_is_exact():
 
 
 def test_status_lists_every_backend():
-    status = cluster.status()
-    assert set(status) == {"sklearn", "torch", "native", "cuml"}
-    assert status["sklearn"] == status["torch"] == "available"
+    status = {key: reason for key, reason in cf.backend_status().items() if key.startswith("dbscan:")}
+    assert set(status) == {f"dbscan:{name}" for name in cluster.BACKENDS}
+    assert status["dbscan:sklearn"] == status["dbscan:torch"] == "available"
 
 
 @pytest.mark.gpu

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import POINT_KINDS, point_cloud
 from sklearn.cluster import DBSCAN
 
 from cfcam_fast import _native as native
-from helpers import POINT_KINDS, point_cloud
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = (torch.float32, torch.float64)
@@ -112,26 +112,6 @@ def test_pair_ranks_large_problem_percentile_ranks(dtype, kind):
     for b, c in enumerate(counts):
         tri = _triangle(dist, b, c)
         np.testing.assert_array_equal(out[b].numpy(), np.partition(tri, ranks[b])[ranks[b]])
-
-
-@cpu_only
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_kth_smallest_ragged_rows(dtype):
-    rng = np.random.default_rng(3)
-    L = 100_000
-    lengths = [L, 70_000, 1, 5000, 90_000]
-    values = rng.normal(size=(len(lengths), L))
-    values[1] = np.round(values[1], 1)  # heavy ties
-    values[3, :5000] = 7.0  # all equal
-    values[4, ::7] = np.nan  # NaN sorts after every number
-    ranks = np.stack([rng.integers(0, m, 5) for m in lengths])
-    ranks[:, 0] = 0
-    ranks[4, 1] = lengths[4] - 1  # a NaN rank
-    t = torch.tensor(values, dtype=dtype)
-    out = native.kth_smallest(t, torch.tensor(lengths), torch.tensor(ranks))
-    for b, m in enumerate(lengths):
-        expected = np.sort(t[b, :m].numpy())[ranks[b]]
-        np.testing.assert_array_equal(out[b].numpy(), expected)
 
 
 # ----------------------------------------------------------------------------- DBSCAN
@@ -265,13 +245,6 @@ def test_dbscan_labels_bad_input_is_value_error(case, message):
         native.dbscan_labels(dist, counts, eps, min_samples)
 
 
-def test_kth_smallest_bad_input_is_value_error():
-    with pytest.raises(ValueError, match="dimensions"):
-        native.kth_smallest(torch.rand(2, 3, 4), torch.tensor([3, 3]), torch.tensor([[0], [1]]))
-    with pytest.raises(ValueError, match="rows"):
-        native.kth_smallest(torch.rand(2, 3), torch.tensor([3]), torch.tensor([[0], [1]]))
-
-
 # ----------------------------------------------------------------------------- registration
 def test_status_reports_each_module():
     status = native.status()
@@ -287,8 +260,6 @@ def test_ops_are_registered_for_torch_compile():
     dist, counts, ranks = _good_args()
     eps, min_samples = torch.tensor([0.5, 0.5], dtype=torch.float64), torch.tensor([2, 2])
     torch.library.opcheck(torch.ops.cfcam_fast.pair_ranks.default, (dist, counts, ranks))
-    torch.library.opcheck(torch.ops.cfcam_fast.kth_smallest.default,
-                          (dist.reshape(2, 25), counts, ranks))
     torch.library.opcheck(torch.ops.cfcam_fast.dbscan_labels.default, (dist, counts, eps, min_samples))
 
     def eps_then_labels(d, c, r, m):
@@ -336,19 +307,6 @@ def test_cuda_pair_ranks_match_cpu(dtype, seed):
     expected = native.pair_ranks(dist, counts_t, ranks)
     got = native.pair_ranks(dist.cuda(), counts_t.cuda(), ranks.cuda())
     torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=0)  # a selection is exact
-
-
-@gpu
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_cuda_kth_smallest_matches_cpu(dtype):
-    rng = np.random.default_rng(6)
-    values = torch.tensor(rng.normal(size=(4, 50_000)), dtype=dtype)
-    values[1] = values[1].round()
-    lengths = torch.tensor([50_000, 40_000, 7, 1])
-    ranks = torch.tensor(np.stack([rng.integers(0, m, 6) for m in lengths.tolist()]))
-    expected = native.kth_smallest(values, lengths, ranks)
-    got = native.kth_smallest(values.cuda(), lengths.cuda(), ranks.cuda())
-    torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=0)
 
 
 @gpu

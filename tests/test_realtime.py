@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from helpers import POINT_KINDS, assert_state_unchanged, hooks_left, model_state, point_cloud, tiny_cnn
 from torch import nn
 
 import cfcam_fast as cf
 from cfcam_fast import cluster
-from cfcam_fast.cluster import certified
 from cfcam_fast.backends import torch_backend
-from helpers import POINT_KINDS, assert_state_unchanged, hooks_left, model_state, point_cloud, tiny_cnn
+from cfcam_fast.cluster import certified
+from cfcam_fast.plan import resolve_plan
 
 needs_native = pytest.mark.skipif(cluster.unavailable_reason("native", torch.device("cpu")) is not None,
                                   reason="the compiled DBSCAN ops are not built")
@@ -128,11 +129,11 @@ def test_the_static_core_compiles_with_fullgraph():
     config = cf.CFCAMConfig()
     n = torch_backend.max_remaining(256, config.importance_percentile)
     assert n > certified.PANEL_ROWS
-    backend = cluster.resolve("auto", A.device)
-    plan = torch_backend.StaticPlan(n, backend, torch.empty(2, n, n, dtype=cluster.distance_dtype(backend, A.device)))
+    plan = resolve_plan("torch", config, A.device)
+    fixed = torch_backend.FixedShapes(n, torch.empty(2, n, n, dtype=plan.distance_dtype))
 
     def core(A, G):
-        result = torch_backend.explain(A, G, (32, 32), config, static=plan)
+        result = torch_backend.explain(A, G, (32, 32), config, plan, fixed=fixed)
         return result.maps, result.labels
 
     maps, labels = torch.compile(core, backend="aot_eager", fullgraph=True)(A, G)

@@ -1,7 +1,8 @@
-"""Backends that compute the CF-CAM core, and the registry that picks one.
+"""Backends that compute the CF-CAM core: their names, why one cannot run, which "auto" picks.
 
-Every backend module offers ``explain(activations, gradients, output_size, config,
-return_filtered) -> CFCAMResult``. ``status()`` says which are usable here and why not.
+Every backend module offers ``explain(activations, gradients, output_size, config, plan,
+return_filtered) -> CFCAMResult`` and follows ``plan`` (``cfcam_fast.plan``), which is
+resolved once per call; ``cfcam_fast.plan.status`` reports every backend.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def _triton_reason(device: torch.device | None) -> str | None:
     if device is not None and device.type != "cuda" and not interpreted():
         return (f"the Triton kernels run on CUDA tensors (got {device.type}); set TRITON_INTERPRET=1 "
                 "before Triton is first imported to run them on the CPU under the interpreter")
-    if device is None and not torch.cuda.is_available() and not interpreted():
+    if (device is None or device.type == "cuda") and not torch.cuda.is_available() and not interpreted():
         return "no CUDA device (and Triton was not imported under TRITON_INTERPRET=1)"
     return None
 
@@ -35,19 +36,25 @@ def unavailable_reason(name: str, device: torch.device | None = None) -> str | N
     return None
 
 
-def status() -> dict[str, str]:
-    """Each core backend mapped to "available" or the reason it is not."""
-    return {name: unavailable_reason(name) or "available" for name in CORE_BACKENDS}
-
-
-def resolve(name: str, device: torch.device):
-    """The backend module for ``name`` on ``device``; ``"auto"`` picks the fastest usable one.
-
-    A named backend that cannot run is an error saying what to install or change.
-    """
+def pick(name: str, device: torch.device) -> str:
+    """The core backend that runs for ``name`` on ``device``: ``"auto"`` is triton on CUDA
+    where usable, else torch; a named backend that cannot run is a ``RuntimeError`` saying
+    what to install or change."""
     if name == "auto":
-        name = "triton" if device.type == "cuda" and unavailable_reason("triton", device) is None else "torch"
+        return "triton" if device.type == "cuda" and unavailable_reason("triton", device) is None else "torch"
     reason = unavailable_reason(name, device)
     if reason is not None:
         raise RuntimeError(f"backend {name!r} is not available: {reason}")
+    return name
+
+
+def module(name: str):
+    """The module of core backend ``name`` (a name ``pick`` returned)."""
+    if name not in CORE_BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {CORE_BACKENDS}")
     return importlib.import_module(f"{__name__}.{name if name == 'reference' else name + '_backend'}")
+
+
+def resolve(name: str, device: torch.device):
+    """The backend module for ``name`` on ``device`` (``pick`` then ``module``)."""
+    return module(pick(name, device))

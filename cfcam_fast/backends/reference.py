@@ -14,12 +14,15 @@ from scipy.spatial.distance import pdist, squareform
 from sklearn.cluster import DBSCAN
 
 from ..config import CFCAMConfig, CFCAMResult
+from ..plan import Plan
 from ..spec_math import min_samples_for
 
 
-def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, config: CFCAMConfig,
+def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, config: CFCAMConfig, plan: Plan,
             return_filtered: bool = False) -> CFCAMResult:
-    """CF-CAM for a batch, computed one image at a time on the CPU."""
+    """CF-CAM for a batch, computed one image at a time on the CPU; ``plan`` (core
+    "reference": SciPy's pdist, NumPy's percentile, scikit-learn's DBSCAN) is recorded on
+    the result."""
     A = activations.detach().to("cpu", torch.float32).numpy()
     G = gradients.detach().to("cpu", torch.float32).numpy()
     per_image = [explain_image(A[b], G[b], output_size, config) for b in range(A.shape[0])]
@@ -36,6 +39,7 @@ def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, con
         eps=stack("eps", torch.float64),
         filtered=[torch.as_tensor(r["filtered"], dtype=torch.float32, device=device) for r in per_image]
         if return_filtered else None,
+        plan=plan,
     )
 
 

@@ -1,14 +1,15 @@
 """The ``torch`` backend: docs/algorithm.md for a whole batch on the tensors' own device.
 
-Stages (each a function the ``triton`` backend can replace): ``cluster_channels`` (steps
-1-4), ``channel_weights`` (step 5), ``combine`` (steps 6-7). The pairwise stage runs in
-chunks of images sized by ``config.memory_budget_bytes``.
+Stages: ``cluster_channels`` (steps 1-4), ``channel_weights`` (step 5), ``combine`` (steps
+6-7); a plan with core "triton" runs the fused kernels of ``cfcam_fast.kernels`` for steps
+5-7 instead. The pairwise stage runs in chunks of images sized by
+``config.memory_budget_bytes``, as the plan's distances, eps selector and DBSCAN say.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from .. import cluster
 from ..config import CFCAMConfig, CFCAMResult
 from ..filters import filter_maps, gaussian_mean_map, official_kernel, official_mean_map
+from ..plan import Plan, clustering_plan
 from ..spec_math import lerp, linear_percentile_position, min_samples_for
 
 # Bytes the pairwise stage holds per (point, point) entry, at most: float64 distances and
@@ -32,42 +34,48 @@ PAIR_BYTES = 40
 SCALE_EXPONENT = -21
 
 
-def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, config: CFCAMConfig,
-            return_filtered: bool = False, *, weights_fn=None, combine_fn=None,
-            static: Optional["StaticPlan"] = None) -> CFCAMResult:
-    """CF-CAM for ``[B, C, H, W]`` tensors; ``weights_fn``/``combine_fn`` replace stages 5-7.
+def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, config: CFCAMConfig, plan: Plan,
+            return_filtered: bool = False, *, fixed: FixedShapes | None = None) -> CFCAMResult:
+    """CF-CAM for ``[B, C, H, W]`` tensors as ``plan`` says (core "torch", or "triton" for
+    the fused kernels of steps 5-7); the result records ``plan``.
 
-    ``static``: run with shapes fixed in advance and no host synchronisation (the real-time
-    path; see ``StaticPlan``).
+    ``fixed``: run with shapes fixed in advance and no host synchronisation (the real-time
+    path; see ``FixedShapes``).
 
     The stages compute in float32 (inputs rounded to it first, as the reference does) on
     exact per-image power-of-two rescalings (``SCALE_EXPONENT``), so no product underflows
     or overflows, and the results are unchanged: eps is scale-equivariant once its floor is
     scaled alike (and is scaled back), the map is positively homogeneous in the activations
     and in ``alpha``, then normalised, and the returned weights are scaled back."""
+    if plan.core == "triton":
+        from .. import kernels
+
+        weights_fn, combine_fn = kernels.channel_weights, kernels.combine
+    elif plan.core == "torch":
+        # With shapes fixed, C bounds the cluster numbers (no host synchronisation to find them).
+        weights_fn = functools.partial(channel_weights, slots=None if fixed is None else activations.shape[1])
+        combine_fn = combine
+    else:
+        raise ValueError(f"the torch backend runs plans with core:torch or core:triton, got {plan}")
     A, G = activations.float(), gradients.float()
     a_shift = SCALE_EXPONENT - peak_exponent(A)
     g_shift = (SCALE_EXPONENT - peak_exponent(G)).clamp(min=0)
     A, G = times_pow2(A, a_shift), times_pow2(G, g_shift)
-    labels, eps = cluster_channels(A, config, static, floor=config.eps_floor * pow2(a_shift))
-    if weights_fn is not None:
-        w_scaled = weights_fn(G, labels, config)
-    else:
-        w_scaled = channel_weights(G, labels, config, slots=None if static is None else A.shape[1])
+    labels, eps = cluster_channels(A, config, plan, fixed, floor=config.eps_floor * pow2(a_shift))
+    w_scaled = weights_fn(G, labels, config)
     w = _divide(w_scaled, pow2(g_shift))
     if config.weighting == "softmax":  # not scale-invariant: the weights as they are
-        maps, alpha = (combine_fn or combine)(A, w, labels, config.weighting, output_size)
+        maps, alpha = combine_fn(A, w, labels, config.weighting, output_size)
     else:
         w_shift = SCALE_EXPONENT - peak_exponent(w_scaled)
-        maps, alpha = (combine_fn or combine)(A, times_pow2(w_scaled, w_shift), labels, config.weighting,
-                                              output_size)
+        maps, alpha = combine_fn(A, times_pow2(w_scaled, w_shift), labels, config.weighting, output_size)
         if config.weighting == "linear":  # alpha is the weights
             alpha = _divide(alpha, pow2(g_shift + w_shift))
     filtered = None
     if return_filtered:
         filtered = [_divide(f, pow2(g_shift[b])) for b, f in enumerate(filtered_maps(G, labels, config))]
     return CFCAMResult(maps=maps, labels=labels, channel_weights=w, weights=alpha,
-                       eps=eps / pow2(a_shift), filtered=filtered)
+                       eps=eps / pow2(a_shift), filtered=filtered, plan=plan)
 
 
 def pow2(e: torch.Tensor) -> torch.Tensor:
@@ -106,15 +114,14 @@ def importance_split(flat: torch.Tensor, q: float) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class StaticPlan:
-    """Decisions taken before the first call, so that a call has no data-dependent shape,
-    no host synchronisation and reads no global setting: ``n``, the most channels that can
-    fall below the importance split (``max_remaining``); ``backend``, the resolved DBSCAN
-    backend; ``buffer``, the ``[B, n, n]`` tensor for the pairwise distances (dtype
-    ``cluster.distance_dtype(backend, device)``). The batch runs as one chunk."""
+class FixedShapes:
+    """Shapes fixed before the first call, so that a call has no data-dependent shape and
+    no host synchronisation: ``n``, the most channels that can fall below the importance
+    split (``max_remaining``); ``buffer``, the ``[B, n, n]`` tensor for the pairwise
+    distances (dtype ``plan.distance_dtype`` of the call's plan). The batch runs as one
+    chunk."""
 
     n: int
-    backend: str
     buffer: torch.Tensor
 
 
@@ -126,10 +133,14 @@ def max_remaining(C: int, q: float) -> int:
     return min(C, k + 1)
 
 
-def cluster_channels(A: torch.Tensor, config: CFCAMConfig, static: Optional[StaticPlan] = None,
-                     floor: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 1-4: labels ``[B, C]`` (-2 important, -1 noise, >= 0 cluster) and eps ``[B]``.
+def cluster_channels(A: torch.Tensor, config: CFCAMConfig, plan: Plan | None = None,
+                     fixed: FixedShapes | None = None,
+                     floor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-4: labels ``[B, C]`` (-2 important, -1 noise, >= 0 cluster) and eps ``[B]``,
+    by ``plan`` (default: ``clustering_plan(config.dbscan_backend, A.device)``).
     ``floor``: each image's eps floor, float64 ``[B]`` (default ``config.eps_floor``)."""
+    if plan is None:
+        plan = clustering_plan(config.dbscan_backend, A.device)
     B, C = A.shape[:2]
     if floor is None:
         floor = torch.full((B,), config.eps_floor, dtype=torch.float64, device=A.device)
@@ -138,21 +149,20 @@ def cluster_channels(A: torch.Tensor, config: CFCAMConfig, static: Optional[Stat
     counts = C - important.sum(1)
     # The remaining channels of each image, in index order, as a valid prefix.
     order = torch.sort(important.to(torch.uint8), dim=1, stable=True).indices
-    n = int(counts.max()) if static is None else static.n
+    n = int(counts.max()) if fixed is None else fixed.n
     labels = torch.full((B, C), -2, dtype=torch.int64, device=A.device)
     eps = torch.full((B,), math.nan, dtype=torch.float64, device=A.device)
     if n < 2:
         return labels.masked_fill_(~important, -1), eps
     rest = order[:, :n]
     min_samples = min_samples_for(counts, config)
-    dbscan_backend = cluster.resolve(config.dbscan_backend, A.device) if static is None else static.backend
     rest_labels = torch.empty((B, n), dtype=torch.int64, device=A.device)
-    step = B if static is not None else max(1, config.memory_budget_bytes // (PAIR_BYTES * n * n))
+    step = B if fixed is not None else max(1, config.memory_budget_bytes // (PAIR_BYTES * n * n))
     for b0 in range(0, B, step):
         b1 = min(B, b0 + step)
         points = flat[b0:b1].gather(1, rest[b0:b1, :, None].expand(-1, -1, flat.shape[2]))
         # eps and the labels are decided on one set of squared distances.
-        pairs = cluster.PairDistances(points, dbscan_backend, None if static is None else static.buffer[: b1 - b0])
+        pairs = cluster.PairDistances(points, plan, None if fixed is None else fixed.buffer[: b1 - b0])
         eps[b0:b1] = pairs.eps(counts[b0:b1], config.eps_percentile, floor[b0:b1])
         rest_labels[b0:b1] = pairs.labels(counts[b0:b1], cluster.sq_threshold(eps[b0:b1].nan_to_num(0.0)),
                                           min_samples[b0:b1])
@@ -177,7 +187,7 @@ def _cluster_sums(values: torch.Tensor, labels: torch.Tensor, slots: int) -> tup
 
 
 def channel_weights(G: torch.Tensor, labels: torch.Tensor, config: CFCAMConfig,
-                    slots: Optional[int] = None) -> torch.Tensor:
+                    slots: int | None = None) -> torch.Tensor:
     """Step 5: ``w_c`` ``[B, C]`` float32 (0 for noise), by linearity of the filters.
     ``slots``: a fixed bound on the cluster numbers (``C`` will do) instead of reading the
     largest label from the device (the official filter's only synchronisation)."""

@@ -8,12 +8,14 @@ from __future__ import annotations
 import torch
 
 from ..config import CFCAMConfig, CFCAMResult
-from ..kernels import channel_weights, combine
+from ..plan import Plan
 from . import torch_backend
 
 
-def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, config: CFCAMConfig,
+def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, config: CFCAMConfig, plan: Plan,
             return_filtered: bool = False) -> CFCAMResult:
-    """CF-CAM for ``[B, C, H, W]`` CUDA tensors (CPU tensors under ``TRITON_INTERPRET=1``)."""
-    return torch_backend.explain(activations, gradients, output_size, config, return_filtered,
-                                 weights_fn=channel_weights, combine_fn=combine)
+    """CF-CAM for ``[B, C, H, W]`` CUDA tensors (CPU tensors under ``TRITON_INTERPRET=1``);
+    ``plan.core`` must be "triton"."""
+    if plan.core != "triton":
+        raise ValueError(f"the triton backend runs plans with core:triton, got {plan}")
+    return torch_backend.explain(activations, gradients, output_size, config, plan, return_filtered)

@@ -1,16 +1,17 @@
 """DBSCAN with scikit-learn's semantics and numbering, batched over ragged problems.
 
-``dbscan`` is the public front; ``labels_from_distances`` is what the CF-CAM core calls.
-Backends: "sklearn" (the oracle), "torch" (dense, any device), "native" (the compiled ops
-of csrc/; on the CPU from certified float32 distances, ``certified``), "cuml" (RAPIDS cuML
-core points); "auto" picks native where built, else torch.
+``dbscan`` is the public front; ``PairDistances`` is what the CF-CAM core calls, following
+its ``cfcam_fast.plan.Plan``. Backends: "sklearn" (the oracle), "torch" (dense, any
+device), "native" (the compiled ops of csrc/; on the CPU from certified float32 distances,
+``certified``), "cuml" (RAPIDS cuML core points); "auto" picks native where built, else
+torch (``resolve``).
 """
 from __future__ import annotations
 
 import functools
 import importlib
 import math
-from typing import Optional, Union
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,10 +19,13 @@ from ..selection import eps_from_sq_distances, pair_ranks_torch
 from ..workspace import pair_buffer
 from . import certified, cuml_dbscan
 
+if TYPE_CHECKING:
+    from ..plan import Plan
+
 BACKENDS = ("sklearn", "torch", "native", "cuml")
 
 
-def unavailable_reason(backend: str, device: Optional[torch.device] = None) -> Optional[str]:
+def unavailable_reason(backend: str, device: torch.device | None = None) -> str | None:
     """Why DBSCAN backend ``backend`` cannot run on ``device`` here, or ``None``."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown DBSCAN backend {backend!r}; choose one of {BACKENDS + ('auto',)}")
@@ -36,11 +40,6 @@ def unavailable_reason(backend: str, device: Optional[torch.device] = None) -> O
     return None
 
 
-def status() -> dict[str, str]:
-    """Each DBSCAN backend mapped to "available" or the reason it is not."""
-    return {name: unavailable_reason(name) or "available" for name in BACKENDS}
-
-
 def resolve(backend: str, device: torch.device) -> str:
     """The concrete backend for ``backend`` on ``device``; a named one must be usable."""
     if backend == "auto":
@@ -52,21 +51,22 @@ def resolve(backend: str, device: torch.device) -> str:
 
 
 def labels_from_distances(dist: torch.Tensor, counts: torch.Tensor, eps: torch.Tensor,
-                          min_samples: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+                          min_samples: torch.Tensor, backend: str) -> torch.Tensor:
     """Labels ``[B, n]`` from distances ``[B, n, n]`` (upper triangle read; squared
-    distances with a squared threshold work alike): image ``b``'s points are its first
-    ``counts[b]``; the rest get -1."""
-    name = resolve(backend, dist.device)
-    if name == "native":
+    distances with a squared threshold work alike) by DBSCAN backend ``backend`` (a name
+    ``resolve`` returned): image ``b``'s points are its first ``counts[b]``; the rest get -1."""
+    if backend not in BACKENDS:
+        raise ValueError(f"labels_from_distances needs one of {BACKENDS}, got {backend!r}")
+    if backend == "native":
         from .. import _native
 
         return _native.dbscan_labels(dist.contiguous(), counts.contiguous(), eps.to(dist.dtype).contiguous(),
                                      min_samples.contiguous())
-    module = importlib.import_module(f"{__name__}.{name}_dbscan")
+    module = importlib.import_module(f"{__name__}.{backend}_dbscan")
     return module.dbscan_labels(dist, counts, eps, min_samples)
 
 
-def pairwise_sq_distances(points: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+def pairwise_sq_distances(points: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Squared Euclidean distances ``[B, n, n]`` in float64, as one matrix product.
 
     ``|x_i - x_j|^2 = [x_i, |x_i|^2, 1] . [-2 x_j, 1, |x_j|^2]``. Consumers read the upper
@@ -83,40 +83,37 @@ def pairwise_sq_distances(points: torch.Tensor, out: Optional[torch.Tensor] = No
     return torch.bmm(left, right.transpose(1, 2), out=out)
 
 
-def distance_dtype(backend: str, device: torch.device) -> torch.dtype:
-    """The dtype ``PairDistances`` holds for a resolved DBSCAN ``backend`` on ``device``:
-    float32 for the certified CPU stage, float64 elsewhere."""
-    return torch.float32 if backend == "native" and certified.usable(device) else torch.float64
-
-
 class PairDistances:
     """The squared distances of ``points`` ``[B, n, d]`` that both eps and the labels are
-    decided on: with the "native" DBSCAN backend on the CPU, certified float32 ones
-    (``certified``, exact float64 decisions); elsewhere one augmented float64 product. On
-    the CPU they live in this thread's workspace, so use them before the next instance.
-    ``backend`` is a resolved DBSCAN backend name; ``buffer`` an optional ``[B, n, n]``
-    tensor to hold them instead, whose dtype must be ``distance_dtype(backend, device)``
-    (a caller that decided it once passes it, and nothing here reads global settings)."""
+    decided on, computed, selected from and labelled as ``plan`` says (its ``distances``,
+    ``eps_selector`` and ``dbscan``): "float32-certified" (CPU, ``certified``: exact
+    float64 decisions from float32 products) or "float64" (one augmented float64 product).
+    On the CPU they live in this thread's workspace, so use them before the next instance.
+    ``buffer``: an optional ``[B, n, n]`` tensor of dtype ``plan.distance_dtype`` to hold
+    them instead. Nothing here reads a global setting: the plan was resolved before."""
 
-    def __init__(self, points: torch.Tensor, backend: str, buffer: Optional[torch.Tensor] = None) -> None:
+    def __init__(self, points: torch.Tensor, plan: Plan, buffer: torch.Tensor | None = None) -> None:
         from .. import _native
 
-        device = points.device
         B, n = points.shape[:2]
-        dtype = buffer.dtype if buffer is not None else distance_dtype(backend, device)
-        out = buffer if buffer is not None else pair_buffer((B, n, n), dtype, device)
-        if dtype == torch.float32:
+        if buffer is not None and buffer.dtype != plan.distance_dtype:
+            raise ValueError(f"buffer must have dtype {plan.distance_dtype} for distances:{plan.distances}, "
+                             f"got {buffer.dtype}")
+        out = buffer if buffer is not None else pair_buffer((B, n, n), plan.distance_dtype, points.device)
+        if plan.distances == "float32-certified":
             self.matrix = certified.approx_sq_distances(points, out=out)
             exact_points = points.to(torch.float64).contiguous()
             self._select = certified.pair_ranks(exact_points, self.matrix)
             self._labels = functools.partial(certified.labels, exact_points, self.matrix)
-        else:
+        elif plan.distances == "float64":
             self.matrix = pairwise_sq_distances(points, out=out)
-            # The eps selection is its own stage: the compiled selector wherever it is built.
-            self._select = _native.pair_ranks if unavailable_reason("native", device) is None else pair_ranks_torch
-            self._labels = functools.partial(labels_from_distances, self.matrix, backend=backend)
+            self._select = _native.pair_ranks if plan.eps_selector == "native" else pair_ranks_torch
+            self._labels = functools.partial(labels_from_distances, self.matrix, backend=plan.dbscan)
+        else:
+            raise ValueError(f"PairDistances computes distances:float64 or distances:float32-certified, "
+                             f"not distances:{plan.distances} (plan {plan})")
 
-    def eps(self, counts: torch.Tensor, q: float, floor: Union[float, torch.Tensor]) -> torch.Tensor:
+    def eps(self, counts: torch.Tensor, q: float, floor: float | torch.Tensor) -> torch.Tensor:
         """docs/algorithm.md step 3 per image (``selection.eps_from_sq_distances``), float64 ``[B]``;
         ``floor`` a number or one per image."""
         return eps_from_sq_distances(self.matrix, counts, q, floor, self._select)
@@ -141,8 +138,8 @@ def sq_threshold(eps: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def dbscan(points: torch.Tensor, eps: Union[float, torch.Tensor], min_samples: Union[int, torch.Tensor],
-           valid: Optional[torch.Tensor] = None, backend: str = "auto") -> torch.Tensor:
+def dbscan(points: torch.Tensor, eps: float | torch.Tensor, min_samples: int | torch.Tensor,
+           valid: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
     """DBSCAN labels (int64) of ``points`` ``[B, n, d]`` or ``[n, d]``.
 
     ``eps`` and ``min_samples`` are scalars or ``[B]``; ``valid`` a bool ``[B, n]`` marks
@@ -155,6 +152,8 @@ def dbscan(points: torch.Tensor, eps: Union[float, torch.Tensor], min_samples: U
     pair that close to ``eps``; CF-CAM's activations, rounded to float32 first, gave no such
     pair in the tests.
     """
+    from ..plan import clustering_plan  # plan.py builds on this module
+
     if not isinstance(points, torch.Tensor) or points.dim() not in (2, 3) or not points.is_floating_point():
         raise ValueError(f"points must be a float tensor [B, n, d] or [n, d], got "
                          f"{getattr(points, 'dtype', type(points))} {tuple(getattr(points, 'shape', ()))}")
@@ -183,7 +182,7 @@ def dbscan(points: torch.Tensor, eps: Union[float, torch.Tensor], min_samples: U
     order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices
     counts = valid.sum(1)
     packed = pts.gather(1, order[:, :, None].expand_as(pts))
-    labels = PairDistances(packed, resolve(backend, device)).labels(counts, sq_threshold(eps_t),
-                                                                    ms_t.to(torch.int64))
+    labels = PairDistances(packed, clustering_plan(backend, device)).labels(counts, sq_threshold(eps_t),
+                                                                            ms_t.to(torch.int64))
     out = torch.full((B, n), -1, dtype=torch.int64, device=device).scatter_(1, order, labels.to(torch.int64))
     return out[0] if single else out

@@ -12,8 +12,6 @@ The bound assumes an IEEE float32 product: under ``torch.set_float32_matmul_prec
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 
@@ -25,11 +23,23 @@ def matmul_is_ieee() -> bool:
     return getattr(mkldnn, "fp32_precision", "none") in ("none", "ieee")
 
 
-def usable(device: torch.device) -> bool:
-    """Whether the certified stage can run for tensors on ``device``."""
+def unavailable_reason(device: torch.device) -> str | None:
+    """Why the certified stage cannot run for tensors on ``device`` here, or ``None``."""
     from .. import _native
 
-    return device.type == "cpu" and _native.available(device) and matmul_is_ieee()
+    if device.type != "cpu":
+        return f"the certified float32 distances are computed on the CPU only (got {device.type})"
+    if not _native.available(device):
+        return f"needs the compiled CPU ops (native-cpu: {_native.status()['native-cpu']})"
+    if not matmul_is_ieee():
+        return ("float32 matrix products are not IEEE float32 here (TF32 or bfloat16): "
+                "torch.set_float32_matmul_precision('highest') restores them")
+    return None
+
+
+def usable(device: torch.device) -> bool:
+    """Whether the certified stage can run for tensors on ``device``."""
+    return unavailable_reason(device) is None
 
 
 # Rows per matrix product of the upper triangle: small enough to skip most of the lower
@@ -38,7 +48,7 @@ def usable(device: torch.device) -> bool:
 PANEL_ROWS = 128
 
 
-def approx_sq_distances(points: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+def approx_sq_distances(points: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``[B, n, n]`` float32 squared distances of ``points`` ``[B, n, d]`` rounded to float32:
     ``[x_i, |x_i|^2, 1] . [-2 x_j, 1, |x_j|^2]`` in float32 matrix products (the form whose
     error the compiled ops bound). Only the upper triangle is meant to be read: rows
