@@ -11,16 +11,15 @@ import operator
 import threading
 import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-Target = Union[int, Callable[[torch.Tensor], torch.Tensor]]
-Targets = Union[None, torch.Tensor, Sequence[Target]]
+Target = int | Callable[[torch.Tensor], torch.Tensor]
+Targets = torch.Tensor | Sequence[Target] | None
 
 
 @dataclass
@@ -43,7 +42,7 @@ def layer_name(model: nn.Module, layer: nn.Module) -> str:
     return type(layer).__name__
 
 
-_locks: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_locks: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
 
 
@@ -160,7 +159,7 @@ def _check_input(x) -> torch.Tensor:
     return x.clone() if x.is_inference() else x
 
 
-def _logits(out, output_selector: Optional[Callable]) -> torch.Tensor:
+def _logits(out, output_selector: Callable | None) -> torch.Tensor:
     """The logits in a model output ``out``: ``output_selector(out)`` if given, else ``out``;
     ``ValueError`` naming the types when that is not a tensor."""
     if output_selector is None:
@@ -177,7 +176,7 @@ def _logits(out, output_selector: Optional[Callable]) -> torch.Tensor:
 
 @contextmanager
 def _hooked_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module],
-                    layer_call: Optional[int] = None):
+                    layer_call: int | None = None):
     """Forward ``x`` in eval mode with grad enabled; yields the model's output and the
     target layers' outputs (graph kept): the call ``layer_call`` of a layer that runs
     several times, which without it is an error. Hooks and training flags are restored on
@@ -189,9 +188,7 @@ def _hooked_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Modul
 
     def keeper(i):
         def hook(module, inputs, output):
-            if not isinstance(output, torch.Tensor):
-                raise ValueError(f"target layer {layer_name(model, module)!r} returned "
-                                 f"{type(output).__name__}, not a tensor")
+            _check_layer_output(model, module, output)
             if not output.requires_grad:
                 output = output.detach().requires_grad_(True)
             outputs[i].append(output)
@@ -211,7 +208,12 @@ def _hooked_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Modul
                 handle.remove()
 
 
-def _chosen_calls(model: nn.Module, layers: Sequence[nn.Module], outputs: list, layer_call: Optional[int]):
+def _check_layer_output(model: nn.Module, module: nn.Module, output) -> None:
+    if not isinstance(output, torch.Tensor):
+        raise ValueError(f"target layer {layer_name(model, module)!r} returned {type(output).__name__}, not a tensor")
+
+
+def _chosen_calls(model: nn.Module, layers: Sequence[nn.Module], outputs: list, layer_call: int | None):
     """Per target layer, the output of the call to explain (see ``_hooked_forward``)."""
     missing = [layer_name(model, layer) for layer, calls in zip(layers, outputs) if not calls]
     if missing:
@@ -228,8 +230,8 @@ def _chosen_calls(model: nn.Module, layers: Sequence[nn.Module], outputs: list, 
     return [calls[0 if layer_call is None else layer_call] for calls in outputs]
 
 
-def _checked_layout(model: nn.Module, layer: nn.Module, act: torch.Tensor, grad: Optional[torch.Tensor],
-                    reshape_transform: Optional[Callable]) -> tuple[torch.Tensor, torch.Tensor]:
+def _checked_layout(model: nn.Module, layer: nn.Module, act: torch.Tensor, grad: torch.Tensor | None,
+                    reshape_transform: Callable | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Detach, fill missing gradients with zeros, apply ``reshape_transform``, check [B, C, H, W]."""
     act = act.detach()
     grad = torch.zeros_like(act) if grad is None else grad.detach()
@@ -245,8 +247,8 @@ def _checked_layout(model: nn.Module, layer: nn.Module, act: torch.Tensor, grad:
 
 
 def capture(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module], targets: Targets = None,
-            reshape_transform: Optional[Callable] = None, *, output_selector: Optional[Callable] = None,
-            layer_call: Optional[int] = None) -> Captured:
+            reshape_transform: Callable | None = None, *, output_selector: Callable | None = None,
+            layer_call: int | None = None) -> Captured:
     """One forward and one backward through ``model`` for the batch ``x``
     (``output_selector`` and ``layer_call`` as in ``cam.BaseCAM``)."""
     with _hooked_forward(model, x, layers, layer_call) as (out, raw):
@@ -274,9 +276,9 @@ class CapturedClasses:
 
 
 def capture_classes(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module],
-                    classes: Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]],
-                    reshape_transform: Optional[Callable] = None, *, output_selector: Optional[Callable] = None,
-                    layer_call: Optional[int] = None) -> CapturedClasses:
+                    classes: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+                    reshape_transform: Callable | None = None, *, output_selector: Callable | None = None,
+                    layer_call: int | None = None) -> CapturedClasses:
     """Gradients of ``K`` classes per image from one forward and one batched backward.
 
     ``classes``: an integer ``[B, K]`` tensor, or a callable mapping the ``[B, N]`` logits to
@@ -308,3 +310,42 @@ def capture_classes(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Modul
         activations.append(act_t)
         gradients.append(grad_t.reshape(K, act.shape[0], *grad_t.shape[1:]))
     return CapturedClasses(activations, gradients, logits.detach(), idx)
+
+
+def capture_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module], targets: Targets = None,
+                    reshape_transform: Callable | None = None, *, output_selector: Callable | None = None,
+                    layer_call: int | None = None) -> Captured:
+    """One forward and no backward, under ``torch.no_grad``, for the gradient-free CAMs.
+
+    Returns the target layers' activations, the logits and the explained classes as
+    ``capture`` does; ``gradients`` holds ``None`` per layer. Unlike ``capture`` it also
+    runs under ``torch.inference_mode()``. Model state, locks, hooks and arguments as in
+    ``capture`` (``output_selector`` and ``layer_call`` as in ``cam.BaseCAM``).
+    """
+    outputs: list[list[torch.Tensor]] = [[] for _ in layers]
+
+    def keeper(i):
+        def hook(module, inputs, output):
+            _check_layer_output(model, module, output)
+            outputs[i].append(output.detach().clone())  # in-place ops after the layer cannot reach it
+        return hook
+
+    with torch.inference_mode(False), torch.no_grad():
+        x = _check_input(x)
+        check_hookable(model, layers)
+        with model_lock(model, *layers):
+            handles = [layer.register_forward_hook(keeper(i)) for i, layer in enumerate(layers)]
+            try:
+                with eval_mode(model):
+                    out = model(x)
+            finally:
+                for handle in handles:
+                    handle.remove()
+        raw = _chosen_calls(model, layers, outputs, layer_call)
+        logits = _logits(out, output_selector)
+        _, class_idx = target_scores(logits, targets)
+    activations = []
+    for layer, act in zip(layers, raw):
+        # The activations stand in for the absent gradients; only the checked activations are kept.
+        activations.append(_checked_layout(model, layer, act, act, reshape_transform)[0])
+    return Captured(activations, [None] * len(layers), logits.detach(), class_idx)

@@ -8,7 +8,7 @@ from cfcam_fast.baselines import GradCAM, GradCAMPlusPlus, gradcam_plusplus_weig
 from cfcam_fast.capture import capture
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+ClassifierOutputTarget = pytest.importorskip("pytorch_grad_cam.utils.model_targets").ClassifierOutputTarget
 
 PAIRS = [(GradCAM, pytorch_grad_cam.GradCAM), (GradCAMPlusPlus, pytorch_grad_cam.GradCAMPlusPlus)]
 
