@@ -9,7 +9,8 @@ Images are the tensors the model takes (normalised), so "zero" means the normali
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,8 @@ from torch import nn
 from .cam import BaseCAM
 from .capture import capture, capture_classes, eval_mode
 from .filters import gaussian_taps
+from .road import road as road  # re-exported: metrics.road
+from .sanity import randomization_sanity as randomization_sanity  # re-exported
 
 THRESHOLD = 0.5  # the authors' variant of average drop keeps pixels whose map exceeds it
 BLUR_SIGMA = 5.0  # standard deviation in pixels of the "blur" baseline of deletion/insertion
