@@ -22,30 +22,51 @@ def photos(tmp_path_factory):
     return folder
 
 
-def _summary(out):
-    return json.loads((out / "summary.json").read_text())
+def _records(out):
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
 def test_explain_two_photos(photos, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["explain", str(photos / "a_cat.png"), str(photos / "b_coffee.jpg"), *BACKEND,
+    code = main(["explain", str(photos / "b_coffee.jpg"), str(photos / "a_cat.png"), *BACKEND,
                  "--batch-size", "1", "--out", str(out)])
     assert code == 0
-    entries = _summary(out)
-    assert [e["file"] for e in entries] == [str(photos / "a_cat.png"), str(photos / "b_coffee.jpg")]
+    records = _records(out)
+    assert [r["file"] for r in records] == [str(photos / "a_cat.png"), str(photos / "b_coffee.jpg")]  # sorted
     classes = imagenet_classes()
-    for batch, entry in enumerate(entries):
-        assert set(entry) == {"file", "overlay", "class", "name", "confidence", "batch", "batch_size",
-                              "batch_milliseconds"}
-        assert entry["name"] == classes[entry["class"]]
-        assert 0.0 < entry["confidence"] <= 1.0 and entry["batch_milliseconds"] > 0.0
-        assert (entry["batch"], entry["batch_size"]) == (batch, 1)
-        with Image.open(out / entry["overlay"]) as png:
+    for batch, record in enumerate(records):
+        assert set(record) == {"file", "overlay", "class", "class_name", "confidence", "timing"}
+        assert record["class_name"] == classes[record["class"]]
+        assert 0.0 < record["confidence"] <= 1.0 and record["timing"]["batch_milliseconds"] > 0.0
+        assert (record["timing"]["batch"], record["timing"]["batch_size"]) == (batch, 1)
+        with Image.open(out / record["overlay"]) as png:
             assert png.format == "PNG"
-    assert entries[0]["class"] in CAT_CLASSES
-    assert sorted(p.name for p in out.iterdir()) == ["a_cat_cfcam.png", "b_coffee_cfcam.png", "summary.csv",
-                                                     "summary.json"]
-    assert "a_cat: " in capsys.readouterr().out
+    assert records[0]["class"] in CAT_CLASSES
+    assert sorted(p.name for p in out.iterdir()) == ["a_cat_cfcam.png", "b_coffee_cfcam.png", "config.json",
+                                                     "results.jsonl", "run.json", "summary.csv", "summary.json"]
+    entries = json.loads((out / "summary.json").read_text())
+    assert [(e["file"], e["name"], e["batch"]) for e in entries] == [(r["file"], r["class_name"], r["timing"]["batch"])
+                                                                     for r in records]
+    run = json.loads((out / "run.json").read_text())
+    assert (run["images"], run["explained"], run["failed"], run["world_size"]) == (2, 2, 0, 1)
+    with (out / "summary.csv").open() as rows:
+        assert next(rows).startswith("file,label,overlay,map,class,name,confidence,batch,")
+    printed = capsys.readouterr().out
+    assert "explain: 2 done, 0 skipped as already done, 0 failed" in printed
+
+
+def test_a_rerun_skips_what_is_done_and_other_options_are_refused(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["explain", str(photos), *BACKEND, "--no-overlays", "--save-maps", "--workers", "0", "--out", str(out)]
+    assert main(args) == 0
+    first = _records(out)
+    assert [r["map"] for r in first] == ["maps/a_cat.npy", "maps/b_coffee.npy"]
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "explain: 0 done, 2 skipped as already done, 0 failed" in capsys.readouterr().out
+    assert _records(out) == first
+    assert main([*args, "--weighting", "linear"]) == 1
+    assert "holds results made with other options (weighting differ)" in capsys.readouterr().err
 
 
 def test_folder_input_takes_only_images_in_sorted_order(photos, tmp_path):
@@ -56,7 +77,7 @@ def test_folder_input_takes_only_images_in_sorted_order(photos, tmp_path):
         (folder / name).write_bytes((photos / "a_cat.png").read_bytes())
     out = tmp_path / "out"
     assert main(["explain", str(folder), *BACKEND, "--out", str(out)]) == 0
-    assert [e["overlay"] for e in _summary(out)] == ["m_cat_cfcam.png", "z_cat_cfcam.png"]
+    assert [r["overlay"] for r in _records(out)] == ["m_cat_cfcam.png", "z_cat_cfcam.png"]
 
 
 def test_unreadable_image_is_skipped_and_reported_and_the_exit_status_says_so(photos, tmp_path, capsys):
@@ -68,9 +89,10 @@ def test_unreadable_image_is_skipped_and_reported_and_the_exit_status_says_so(ph
     captured = capsys.readouterr()
     assert f"cfcam-fast: skipped {bad}: cannot read image: cannot identify image file" in captured.err
     assert "Traceback" not in captured.err and "1 of 2 files skipped" in captured.out
-    entries = _summary(out)
-    assert entries[0]["file"] == str(bad) and set(entries[0]) == {"file", "error"}
-    assert entries[1]["overlay"] == "a_cat_cfcam.png" and entries[1]["batch_size"] == 1
+    records = {r["file"]: r for r in _records(out)}
+    assert set(records[str(bad)]) == {"file", "error"}
+    assert records[str(photos / "a_cat.png")]["overlay"] == "a_cat_cfcam.png"
+    assert records[str(photos / "a_cat.png")]["timing"]["batch_size"] == 1
     assert (out / "a_cat_cfcam.png").is_file()
 
 
@@ -107,4 +129,4 @@ def test_a_model_without_pretrained_weights_needs_weights_or_random_weights(phot
         main(["explain", "--model", "resnet18", "--weights", "w.pt", "--random-weights"])
     assert main(["explain", str(photos / "a_cat.png"), "--model", "resnet18", "--random-weights", *BACKEND,
                  "--out", str(out)]) == 0
-    assert _summary(out)[0]["overlay"] == "a_cat_cfcam.png"
+    assert _records(out)[0]["overlay"] == "a_cat_cfcam.png"

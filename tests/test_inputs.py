@@ -39,7 +39,7 @@ def folder(tmp_path_factory):
     rgba = _cat().convert("RGBA")
     rgba.putalpha(Image.fromarray(np.where(np.arange(96) < 48, 0, 255).astype(np.uint8)[None].repeat(64, 0)))
     rgba.save(path / "b_rgba.png")  # left half transparent, right half opaque
-    Image.fromarray((np.asarray(_cat().convert("L"), np.uint16) * 257)).save(path / "c_16bit.png")
+    Image.fromarray(np.asarray(_cat().convert("L"), np.uint16) * 257).save(path / "c_16bit.png")
     _cat().quantize(64).save(path / "d_palette.png")
     _cat().convert("L").save(path / "e_gray.jpg")
     _cat().convert("CMYK").save(path / "f_cmyk.jpg")

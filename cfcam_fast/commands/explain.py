@@ -1,18 +1,28 @@
-"""``cfcam-fast explain``: CF-CAM overlays and a summary for photos, files or folders, or videos.
+"""``cfcam-fast explain``: CF-CAM maps, overlays and a record per image for photos, files,
+folders, list files or whole datasets (sharded under torchrun), or videos.
 
-Per image ``<name>_cfcam.png`` (the map over the photo, titled with the predicted ImageNet
-class and its confidence; with ``--annotate`` also a colour bar and a caption naming the
-method, model, layer, filter and weighting), and ``summary.json`` and ``summary.csv`` with
-an entry per file in input order, rewritten after every batch, so that an error part-way
-leaves the finished images and their entries. An entry holds ``file`` (the path, or
-``bundled:<name>``), ``overlay`` (the PNG's name), ``class`` (ImageNet index), ``name``
-(class name), ``confidence`` (softmax probability), ``batch`` (which model call explained
-it), ``batch_size`` (images in that call) and ``batch_milliseconds`` (the whole call's
-forward, backward and CF-CAM time; with ``--batch-size 1`` the image's own time). A file
-that cannot be read or explained is reported on stderr and skipped; its entry holds only
-``file`` and ``error`` (the reason). Images load as a photo viewer shows them
-(``models.load_image``: EXIF orientation applied, transparency on white). The exit status
-is 1 if any file was skipped; none explained is an error.
+Inputs are read as ``cfcam_fast.dataset`` says (files, flat or ImageFolder folders, list
+files, the bundled photos), decoded in DataLoader workers, in fixed batches of
+``--batch-size`` images of the sorted list. Written to ``--out``: ``results.jsonl``, one
+record per image sorted by ``file`` (the path, or ``bundled:<name>``) with ``class``
+(ImageNet index), ``class_name``, ``confidence`` (softmax probability), ``label`` (the class
+folder, for an ImageFolder), ``overlay`` and ``map`` (file names, when written) and
+``timing`` (``batch``, ``batch_size``, ``batch_milliseconds``: the whole model call's
+forward, backward and CF-CAM time; the only field that changes between runs); a file that
+cannot be read or explained has ``file`` and ``error`` (the reason, also on stderr).
+``<name>_cfcam.png`` per image (the map over the photo, titled with the predicted class and
+its confidence; ``--annotate`` adds a colour bar and a caption; ``--no-overlays`` skips
+them), ``maps/<name>.npy`` with ``--save-maps`` (float32, ``--size`` x ``--size``),
+``summary.json`` and ``summary.csv`` (an entry per file, sorted: the record with the class
+name as ``name``, the confidence to 6 decimals and the timing fields inline), and
+``run.json`` (the options, the counts and this run's images per second).
+``<name>`` is the file's path inside its folder or list, made filesystem-safe and unique.
+
+Under ``torchrun --nproc_per_node=N -m cfcam_fast explain ...`` the batches are shared
+between the N processes, each on its own GPU (or the CPU), and the merged outputs equal a
+one-process run's. A rerun with the same ``--out`` skips the images already done, so a run
+that was killed is finished by running it again. The exit status is 1 if any file failed;
+none explained is an error.
 
 A path with a video suffix (.mp4, .mov, .avi, .mkv, .webm, .m4v; needs PyAV, the ``[video]``
 extra) is explained frame by frame with ``RealtimeCFCAM`` at 224x224: per video
@@ -27,21 +37,25 @@ them in separate calls.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
-from .options import (add_input_arguments, check_backend, device_option, image_items, load_target,
-                      positive_int, skipped, try_load)
+from ..dataset import Batch, Item
+from ..distributed import Context
+from ..outputs import PARTS, save_map, write_file_atomic, write_text_atomic
+from .options import add_dataset_arguments, add_input_arguments, check_backend, device_option, load_target, positive_int
+from .sharded import base_record, failure_record, run_dataset, write_csv
 
 if TYPE_CHECKING:
     from ..realtime import RealtimeCFCAM
 
-SUMMARY_FIELDS = ["file", "overlay", "class", "name", "confidence", "batch", "batch_size",
+SUMMARY_FIELDS = ["file", "label", "overlay", "map", "class", "name", "confidence", "batch", "batch_size",
                   "batch_milliseconds", "error"]
 HELP = "explain images or videos (default: the photos bundled with scikit-image and scikit-learn)"
 
@@ -51,7 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..config import FILTERS, WEIGHTINGS
 
     add_input_arguments(parser)
+    add_dataset_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default: 8)")
+    parser.add_argument("--size", type=positive_int, default=224,
+                        help="side in pixels the images are resized to (default: 224)")
+    parser.add_argument("--save-maps", action="store_true",
+                        help="also write each map as maps/<name>.npy (float32, --size x --size)")
+    parser.add_argument("--overlays", action=argparse.BooleanOptionalAction, default=True,
+                        help="write <name>_cfcam.png per image (default: yes; --no-overlays for speed)")
     parser.add_argument("--filter", choices=FILTERS, default="gaussian",
                         help="cluster-gradient filter (default: gaussian, the paper's)")
     parser.add_argument("--weighting", choices=WEIGHTINGS, default="softmax",
@@ -60,11 +81,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add a colour bar and a caption (method, model, layer, filter, weighting) "
                         "to each overlay")
     parser.add_argument("--out", default="cfcam_out", help="output folder (default: ./cfcam_out)")
-
-
-def _batches(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,73 +93,120 @@ def run(args: argparse.Namespace) -> int:
         if len(videos) != len(args.paths):
             raise ValueError("videos and images in one call: explain them in separate calls")
         return _explain_videos(args, videos)
-    from tqdm import tqdm
+    from ..distributed import RankFailure, setup
 
-    from .. import CFCAM, CFCAMConfig
-    from ..models import imagenet_classes
-    from ..viz import save_overlay
-
-    device = device_option(args.device)
-    config = CFCAMConfig(filter=args.filter, weighting=args.weighting)
-    items = image_items(args.paths)
-    target = load_target(args, device)
-    check_backend(args.backend, device)
-    classes = imagenet_classes()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    ctx = setup(args.device, args.timeout, out / PARTS)
+    try:
+        return _explain_images(args, ctx, out)
+    except RankFailure as exc:  # another rank died: one line naming it, no traceback
+        print(f"cfcam-fast: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        ctx.close()
+
+
+def _explain_images(args: argparse.Namespace, ctx: Context, out: Path) -> int:
+    from .. import CFCAM, CFCAMConfig
+    from ..dataset import collect
+    from ..models import imagenet_classes
+
+    items = collect(args.paths)
+    target = load_target(args, ctx.device, args.size)
+    check_backend(args.backend, ctx.device)
+    classes = imagenet_classes()
     caption = (f"CF-CAM, {args.filter} filter, {args.weighting} weighting; "
                f"{args.model}, layer {target.layer_name}") if args.annotate else None
+    if args.save_maps:
+        (out / "maps").mkdir(parents=True, exist_ok=True)
+    config = {"command": "explain", "model": args.model, "weights": args.weights,
+              "random_weights": args.random_weights, "layer": target.layer_name, "reshape": args.reshape,
+              "backend": args.backend, "filter": args.filter, "weighting": args.weighting, "size": args.size,
+              "batch_size": args.batch_size}
+    with CFCAM(target.model, [target.layer], reshape_transform=target.transform,
+               config=CFCAMConfig(filter=args.filter, weighting=args.weighting), backend=args.backend) as cam:
+        def process(batch: Batch, items: list[Item], wanted: set) -> list[dict]:
+            return _explain_batch(cam, batch, items, wanted, out, classes, args, caption, ctx.device)
 
-    entries: dict[int, dict] = {}  # input position -> summary entry
-    calls = 0
-    batches = list(_batches(list(enumerate(items)), args.batch_size))
-    progress = tqdm(batches, desc="explain", unit="batch", disable=len(batches) < 2)
-    with CFCAM(target.model, [target.layer], reshape_transform=target.transform, config=config,
-               backend=args.backend) as cam, progress:
-        for batch in progress:
-            loaded = []
-            for position, item in batch:
-                image, reason = try_load(item)
-                if image is None:
-                    entries[position] = skipped(item[1], reason)
-                else:
-                    loaded.append((position, item, image))
-            pending = [loaded] if loaded else []
-            while pending:  # a call that fails is retried image by image, to skip only the bad one
-                group = pending.pop(0)
-                try:
-                    result, milliseconds = _timed_explain(cam, [image for _, _, image in group], device)
-                except (ValueError, RuntimeError) as exc:
-                    if len(group) > 1:
-                        pending[:0] = [[one] for one in group]
-                    else:
-                        position, (_, source, _), _ = group[0]
-                        entries[position] = skipped(source, f"cannot explain it: {exc}")
-                    continue
-                probabilities = result.logits.float().softmax(1).cpu()
-                maps = result.maps.cpu()
-                for i, (position, (name, source, _), image) in enumerate(group):
-                    index = int(result.class_idx[i])
-                    label = _class_name(classes, index)
-                    confidence = float(probabilities[i, index])
-                    png = out / f"{name}_cfcam.png"
-                    save_overlay(png, image, maps[i], f"{label} ({confidence * 100:.1f}%)",
-                                 caption=caption, colorbar=args.annotate)
-                    entries[position] = {"file": source, "overlay": png.name, "class": index, "name": label,
-                                         "confidence": round(confidence, 6), "batch": calls,
-                                         "batch_size": len(group),
-                                         "batch_milliseconds": round(milliseconds, 3)}
-                    tqdm.write(f"{name}: {label} ({confidence * 100:.1f}%)")
-                calls += 1
-            _write_summary(out, [entries[p] for p in sorted(entries)])
-    failed = sum("error" in entry for entry in entries.values())
+        outcome = run_dataset(ctx, items, out, batch_size=args.batch_size, size=args.size,
+                              workers=args.workers, keep_images=args.overlays, process=process,
+                              command="explain", config=config)
+    if not ctx.main:  # the run's exit status is rank 0's (torchrun stops every rank when one fails)
+        return 0
+    records = outcome.records
+    failed = sum("error" in r for r in records)
+    entries = [_summary_entry(r) for r in records]
+    write_text_atomic(out / "summary.json", json.dumps(entries, indent=2) + "\n")
+    write_csv(out / "summary.csv", SUMMARY_FIELDS, entries)
+    run_info = {**config, "device": str(ctx.device), "world_size": ctx.world_size, "workers": args.workers,
+                "images": len(items), "explained": len(records) - failed, "failed": failed,
+                "this_run": {"done": outcome.done, "failed": outcome.failed, "skipped_as_done": outcome.skipped,
+                             "seconds": round(outcome.seconds, 3),
+                             "images_per_second": round(outcome.images_per_second, 3)}}
+    write_text_atomic(out / "run.json", json.dumps(run_info, indent=2) + "\n")
+    print(outcome.line("explain"))
     if failed == len(items):
         raise ValueError(f"no image could be explained: all {failed} failed (reasons above and in "
                          f"{out / 'summary.json'})")
-    print(f"wrote {len(items) - failed} overlays, summary.json and summary.csv to {out}"
-          f"{f' ({failed} of {len(items)} files skipped)' if failed else ''} (model {args.model}, "
-          f"layer {target.layer_name}, backend {args.backend}, device {device})")
+    print(f"wrote {len(records) - failed} records to {out / 'results.jsonl'}, summary.json, summary.csv and "
+          f"run.json{f' ({failed} of {len(items)} files skipped)' if failed else ''} (model {args.model}, "
+          f"layer {target.layer_name}, backend {args.backend}, device {ctx.device}, "
+          f"{ctx.world_size} process{'es' if ctx.world_size > 1 else ''})")
     return 1 if failed else 0
+
+
+def _summary_entry(record: dict) -> dict:
+    """A record as an entry of ``summary.json`` and ``summary.csv``: the class name as ``name``,
+    the confidence to 6 decimals and the timing fields inline."""
+    entry = {k: v for k, v in record.items() if k not in ("class_name", "timing")}
+    if "error" not in record:
+        entry.update(name=record["class_name"], confidence=round(record["confidence"], 6), **record["timing"])
+    return {k: entry[k] for k in SUMMARY_FIELDS if k in entry}
+
+
+def _explain_batch(cam, batch: Batch, items: list[Item], wanted: set, out: Path, classes: list[str],
+                   args: argparse.Namespace, caption, device) -> list[dict]:
+    """Explain ``batch`` as one model call (each image alone if that call fails, to find the bad
+    one) and return the records of the images in ``wanted``, after writing their files."""
+    from ..viz import save_overlay
+
+    records = [failure_record(items[i], reason) for i, reason in batch.failures if i in wanted]
+    number = min(batch.indices + [i for i, _ in batch.failures]) // args.batch_size
+    pending = [list(range(len(batch.indices)))] if batch.indices else []
+    while pending:
+        group = pending.pop(0)
+        try:
+            result, milliseconds = _timed_explain(cam, batch.pixels[group], device)
+        except (ValueError, RuntimeError) as exc:
+            if len(group) > 1:
+                pending[:0] = [[one] for one in group]
+            elif batch.indices[group[0]] in wanted:
+                records.append(failure_record(items[batch.indices[group[0]]], f"cannot explain it: {exc}"))
+            continue
+        probabilities = result.logits.float().softmax(1).cpu()
+        maps = result.maps.cpu()
+        for row, position in enumerate(group):
+            index = batch.indices[position]
+            if index not in wanted:
+                continue
+            item = items[index]
+            k = int(result.class_idx[row])
+            label = _class_name(classes, k)
+            confidence = float(probabilities[row, k])
+            record = {**base_record(item), "class": k, "class_name": label, "confidence": confidence}
+            if args.save_maps:
+                save_map(out / "maps" / f"{item.name}.npy", maps[row].numpy())
+                record["map"] = f"maps/{item.name}.npy"
+            if args.overlays:
+                png = out / f"{item.name}_cfcam.png"
+                write_file_atomic(png, partial(save_overlay, image=batch.images[position], cam=maps[row],
+                                               title=f"{label} ({confidence * 100:.1f}%)", caption=caption,
+                                               colorbar=args.annotate))
+                record["overlay"] = png.name
+            record["timing"] = {"batch": number, "batch_size": len(group),
+                                "batch_milliseconds": round(milliseconds, 3)}
+            records.append(record)
+    return records
 
 
 def _class_name(classes: list[str], index: int) -> str:
@@ -151,13 +214,11 @@ def _class_name(classes: list[str], index: int) -> str:
     return classes[index] if 0 <= index < len(classes) else f"class {index}"
 
 
-def _timed_explain(cam, images: list, device):
-    """``cam.explain`` on the preprocessed ``images`` and its wall time in milliseconds."""
+def _timed_explain(cam, pixels, device):
+    """``cam.explain`` on the preprocessed ``pixels`` and its wall time in milliseconds."""
     import torch
 
-    from ..models import preprocess
-
-    x = preprocess(images).to(device)
+    x = pixels.to(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -165,15 +226,6 @@ def _timed_explain(cam, images: list, device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return result, (time.perf_counter() - start) * 1000.0
-
-
-def _write_summary(out: Path, entries: list[dict]) -> None:
-    """``summary.json`` and ``summary.csv`` (columns ``SUMMARY_FIELDS``) for ``entries``."""
-    (out / "summary.json").write_text(json.dumps(entries, indent=2) + "\n")
-    with (out / "summary.csv").open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, SUMMARY_FIELDS)
-        writer.writeheader()
-        writer.writerows(entries)
 
 
 def _explain_videos(args: argparse.Namespace, paths: list[str]) -> int:
