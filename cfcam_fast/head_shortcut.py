@@ -20,7 +20,6 @@ on CUDA) round above this tolerance and so fall back unless a looser ``rtol`` is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import nn
@@ -36,7 +35,7 @@ class LinearHead:
     """A global-average-pool + linear head after the target layer: logits = mean_hw(A) @ weight.T + bias."""
 
     weight: torch.Tensor  # [K, C], the head's (detached) parameter
-    bias: Optional[torch.Tensor]  # [K] or None
+    bias: torch.Tensor | None  # [K] or None
 
     def __repr__(self) -> str:
         return f"LinearHead(weight={list(self.weight.shape)}, bias={self.bias is not None})"
@@ -53,8 +52,8 @@ class LinearHead:
 
 
 def find_linear_head(model: nn.Module, layer: nn.Module, example_input: torch.Tensor,
-                     head: Optional[nn.Linear] = None, *, rtol: float = RTOL,
-                     atol: float = ATOL) -> tuple[Optional[LinearHead], str]:
+                     head: nn.Linear | None = None, *, rtol: float = RTOL,
+                     atol: float = ATOL) -> tuple[LinearHead | None, str]:
     """The head after ``layer`` if the forward-only shortcut is proven on ``example_input``,
     else ``(None, reason)``.
 
@@ -91,7 +90,7 @@ def find_linear_head(model: nn.Module, layer: nn.Module, example_input: torch.Te
 
 
 def _disproof(logits: torch.Tensor, A: torch.Tensor, head: nn.Linear, name: str, head_name: str,
-              rtol: float, atol: float) -> Optional[str]:
+              rtol: float, atol: float) -> str | None:
     """Why the shortcut does not hold on this forward pass, or None if it does."""
     if A.dim() != 4:
         return f"the output of {name!r} has shape {tuple(A.shape)}, not [B, C, H, W]"
@@ -129,7 +128,7 @@ def _disproof(logits: torch.Tensor, A: torch.Tensor, head: nn.Linear, name: str,
 
 
 def _mismatch(value: torch.Tensor, expected: torch.Tensor, scale: torch.Tensor,
-              rtol: float, atol: float) -> Optional[str]:
+              rtol: float, atol: float) -> str | None:
     """None if ``|value - expected| <= atol + rtol * scale`` everywhere, else the worst error."""
     err = (value - expected).abs()
     allowed = atol + rtol * scale

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import difflib
 import pickle
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

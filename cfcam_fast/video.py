@@ -6,11 +6,11 @@ its frame count and rate. PyAV is imported only when a video is used.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator, Optional, Union
 
 import numpy as np
 
@@ -32,7 +32,7 @@ def import_av() -> ModuleType:
     return av
 
 
-def is_video(path: Union[str, Path]) -> bool:
+def is_video(path: str | Path) -> bool:
     """Whether ``path``'s suffix is a video container's (.mp4, .mov, .avi, .mkv, .webm, .m4v)."""
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
@@ -43,12 +43,12 @@ class VideoInfo:
     not say) and frame size in pixels."""
 
     fps: Fraction
-    frames: Optional[int]
+    frames: int | None
     width: int
     height: int
 
 
-def read_video(path: Union[str, Path]) -> tuple[Iterator[np.ndarray], VideoInfo]:
+def read_video(path: str | Path) -> tuple[Iterator[np.ndarray], VideoInfo]:
     """The frames of the first video stream of ``path`` (decoded one at a time, ``HxWx3``
     uint8 RGB) and its ``VideoInfo``. The file stays open until the frames are exhausted
     or the iterator is dropped. An unreadable file is a ``ValueError`` naming it."""
@@ -95,14 +95,14 @@ class VideoWriter:
     context manager, or call ``close`` to flush the encoder and finish the file.
     """
 
-    def __init__(self, path: Union[str, Path], fps: Union[Fraction, float]) -> None:
+    def __init__(self, path: str | Path, fps: Fraction | float) -> None:
         self._av = import_av()
         self.path, self.fps = Path(path), Fraction(fps).limit_denominator(1_000_000)
         if self.fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self._container = self._av.open(str(self.path), mode="w")
         self._stream = None
-        self._size: Optional[tuple[int, int]] = None
+        self._size: tuple[int, int] | None = None
         self.count = 0
 
     def write(self, frame: np.ndarray) -> None:

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-ImageLike = Union[Image.Image, np.ndarray, torch.Tensor]
-MapLike = Union[np.ndarray, torch.Tensor]
+ImageLike = Image.Image | np.ndarray | torch.Tensor
+MapLike = np.ndarray | torch.Tensor
 
 
 def _image_array(image: ImageLike) -> np.ndarray:

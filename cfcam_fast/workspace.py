@@ -8,14 +8,13 @@ returning may use it.
 from __future__ import annotations
 
 import threading
-from typing import Optional
 
 import torch
 
 _local = threading.local()
 
 
-def pair_buffer(shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device) -> Optional[torch.Tensor]:
+def pair_buffer(shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
     """A ``shape`` view of this thread's buffer for ``dtype`` on the CPU; ``None`` on other
     devices (CUDA's caching allocator already reuses memory)."""
     if device.type != "cpu":

@@ -31,12 +31,12 @@ def interpreted() -> bool:
     return isinstance(standard.sum, InterpretedFunction)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _interpreted(fn) -> InterpretedFunction:
     return InterpretedFunction(fn)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jit(fn) -> JITFunction:
     return JITFunction(fn)
 

@@ -77,10 +77,10 @@ def official_correlate_kernel(g, K, out, total, H, W, g_sn, g_sh, g_sw, o_sn, o_
     base = g + n * g_sn
     taps = K + n * hw
     acc = tl.zeros([BLOCK], dtype=ACC)
-    for u in range(0, H):
+    for u in range(H):
         r = i + u - top
         row_ok = inside & (r >= 0) & (r < H)
-        for v in range(0, W):
+        for v in range(W):
             c = j + v - left
             ok = row_ok & (c >= 0) & (c < W)
             x = tl.load(base + r.to(tl.int64) * g_sh + c.to(tl.int64) * g_sw, mask=ok, other=0.0)

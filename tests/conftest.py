@@ -4,15 +4,15 @@ import os
 # Must happen before anything imports triton (or the kernel modules): without a GPU it makes
 # the Triton kernels run on CPU tensors under the interpreter, so they stay testable; with
 # one, the GPU tests run the compiled kernels. Importing torch does not import Triton.
-import torch  # noqa: E402
+import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import random  # noqa: E402
+import random
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 SEED = 0
 

@@ -8,12 +8,12 @@ elsewhere).
 import numpy as np
 import pytest
 import torch
+from helpers import assert_state_unchanged, hooks_left, images, model_state, tiny_cnn
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 import cfcam_fast as cf
 from cfcam_fast.capture import capture
-from helpers import assert_state_unchanged, hooks_left, images, model_state, tiny_cnn
 
 
 def explain(model, x, targets=None, layers=None, **kwargs):

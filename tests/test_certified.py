@@ -179,9 +179,13 @@ def _args():
 def test_bad_arguments_are_value_errors(change, match):
     args = _args()
     args.update(change)
-    select = lambda: _native.certified_pair_ranks(args["approx"], args["points"], args["counts"], args["ranks"])
-    label = lambda: _native.certified_dbscan_labels(args["approx"], args["points"], args["counts"],
-                                                    args["threshold"], args["min_samples"])
+    def select():
+        return _native.certified_pair_ranks(args["approx"], args["points"], args["counts"], args["ranks"])
+
+    def label():
+        return _native.certified_dbscan_labels(args["approx"], args["points"], args["counts"],
+                                               args["threshold"], args["min_samples"])
+
     for call in (select, label):
         key = next(iter(change))
         if key == "ranks" and call is label or key in ("threshold", "min_samples") and call is select:

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 import torchvision
+from helpers import assert_state_unchanged, hooks_left, images, model_state, tiny_cnn
 
 import cfcam_fast as cf
-from helpers import assert_state_unchanged, hooks_left, images, model_state, tiny_cnn
 
 THREADS, CALLS = 4, 6
 

@@ -29,24 +29,24 @@ from cfcam_fast.models import bundled_photos
 pytest.importorskip("pytorch_grad_cam")
 pytest.importorskip("torchcam")
 
-from PIL import Image  # noqa: E402
-from pytorch_grad_cam import GradCAM  # noqa: E402
-from pytorch_grad_cam.utils.image import preprocess_image, show_cam_on_image  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform  # noqa: E402
-from torchcam import methods as torchcam_methods  # noqa: E402
-from torchcam.explain import explain  # noqa: E402
-from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric  # noqa: E402
-from torchcam.utils import overlay_mask  # noqa: E402
-from torchvision.transforms.functional import to_pil_image  # noqa: E402
+from PIL import Image
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import preprocess_image, show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
+from torchcam import methods as torchcam_methods
+from torchcam.explain import explain
+from torchcam.metrics import ClassificationMetric, DeletionInsertionMetric
+from torchcam.utils import overlay_mask
+from torchvision.transforms.functional import to_pil_image
 
-from cfcam_fast.integrations.grad_cam import CFCAM as GradCamCFCAM  # noqa: E402
-from cfcam_fast.integrations.torchcam import CFCAM as TorchcamCFCAM  # noqa: E402
+from cfcam_fast.integrations.grad_cam import CFCAM as GradCamCFCAM
+from cfcam_fast.integrations.torchcam import CFCAM as TorchcamCFCAM
 
 AS_GRAD_CAM = CFCAMConfig(importance_percentile=0.0, weighting="linear")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def torchvision_model(name: str) -> nn.Module:
     torch.manual_seed(0)
     return getattr(torchvision.models, name)(weights=None).eval()

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from helpers import assert_state_unchanged, hooks_left, model_state, tiny_cnn
 from torch import nn
 
 from cfcam_fast.head_shortcut import ATOL, RTOL, LinearHead, find_linear_head
 from cfcam_fast.models import load_model
-from helpers import assert_state_unchanged, hooks_left, model_state, tiny_cnn
 
 
 def build(name: str) -> tuple[nn.Module, nn.Module, int]:

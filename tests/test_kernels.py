@@ -23,8 +23,13 @@ from scipy import ndimage
 
 from cfcam_fast.backends import reference, torch_backend
 from cfcam_fast.config import CFCAMConfig
-from cfcam_fast.filters import (OFFICIAL_NORM_EPS, OFFICIAL_SIGMA_RANGE, OFFICIAL_SIGMA_SPATIAL,
-                               gaussian_filter2d_torch, official_filter_torch)
+from cfcam_fast.filters import (
+    OFFICIAL_NORM_EPS,
+    OFFICIAL_SIGMA_RANGE,
+    OFFICIAL_SIGMA_SPATIAL,
+    gaussian_filter2d_torch,
+    official_filter_torch,
+)
 from cfcam_fast.kernels import channel_weights as _channel_weights
 from cfcam_fast.kernels import combine as _combine
 from cfcam_fast.kernels import gaussian_filter2d as _gaussian_filter2d
@@ -331,8 +336,8 @@ def test_combine_edge_cases(case, seed):
     for weighting in ("softmax", "standardized", "linear"):
         maps, alpha = combine(A, w, labels, weighting, (7, 9))
         t_maps, t_alpha = torch_backend.combine(A.float(), w, labels, weighting, (7, 9))
-        torch.testing.assert_close(maps, t_maps, **COMBINE_TOL, msg=lambda m: f"{weighting} seed {seed}: {m}")
-        torch.testing.assert_close(alpha, t_alpha, **COMBINE_TOL, msg=lambda m: f"{weighting} seed {seed}: {m}")
+        torch.testing.assert_close(maps, t_maps, **COMBINE_TOL, msg=lambda m, w=weighting: f"{w} seed {seed}: {m}")
+        torch.testing.assert_close(alpha, t_alpha, **COMBINE_TOL, msg=lambda m, w=weighting: f"{w} seed {seed}: {m}")
 
 
 def test_combine_bad_input():

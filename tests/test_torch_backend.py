@@ -5,18 +5,19 @@ float64 distances; docs/exactness.md, "Ties at eps"). eps (float64) agrees to 1e
 reference takes differences, the fast path an augmented matrix product, two float64
 formulae for one distance. Channel weights are float32 reductions over
 at most 28*28 values against the reference's float64, so they agree to 1e-6 of the
-largest |w| (the filtered cluster means, summed over up to 2048 members, to 1e-5 of their largest value). Maps are float32 sums of up to 2048 weighted channels, normalised to [0, 1]:
+largest |w| (the filtered cluster means, summed over up to 2048 members, to 1e-5 of their
+largest value). Maps are float32 sums of up to 2048 weighted channels, normalised to [0, 1]:
 agreement to 1e-5 absolute leaves room for float32 rounding only.
 """
 import numpy as np
 import pytest
 import torch
 import torchvision
+from helpers import efficientnet_lite0, structured
 
 import cfcam_fast as cf
 import cfcam_fast.cluster as cluster
 from cfcam_fast.capture import capture
-from helpers import efficientnet_lite0, structured
 
 DBSCAN_BACKENDS = [b for b in ("torch", "native", "sklearn") if cluster.unavailable_reason(b) is None]
 

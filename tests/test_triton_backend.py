@@ -12,13 +12,13 @@ import copy
 
 import pytest
 import torch
+from helpers import efficientnet_lite0, images, structured, tiny_cnn
 
 import cfcam_fast as cf
 from cfcam_fast import backends
 from cfcam_fast.capture import capture
 from cfcam_fast.kernels._launch import interpreted
 from cfcam_fast.models import bundled_photos, preprocess
-from helpers import efficientnet_lite0, images, structured, tiny_cnn
 
 interpreter = pytest.mark.skipif(not interpreted(), reason="Triton was not imported under TRITON_INTERPRET=1")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

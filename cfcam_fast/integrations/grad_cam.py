@@ -9,7 +9,7 @@ keeps the captured tensors on the CPU; they are moved back for the core).
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -36,8 +36,8 @@ class CFCAM(_GradCamBase):
     the package's ``get_2d_projection``) replaces their sum, then ReLU and step 7.
     """
 
-    def __init__(self, model: torch.nn.Module, target_layers: List[torch.nn.Module],
-                 reshape_transform: Optional[Callable] = None, config: Optional[CFCAMConfig] = None,
+    def __init__(self, model: torch.nn.Module, target_layers: list[torch.nn.Module],
+                 reshape_transform: Callable | None = None, config: CFCAMConfig | None = None,
                  backend: str = "auto") -> None:
         super().__init__(model, target_layers, reshape_transform)
         self.config = as_config(config)

@@ -17,7 +17,8 @@ they resize torchcam's own). Earlier versions returned maps at the input's size;
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,14 +44,14 @@ class CFCAM(_GradCAM):
     """
 
     def __init__(self, model: nn.Module, target_layer: Any = None, input_shape: tuple = (3, 224, 224),
-                 enable_hooks: bool = True, reshape_transform: Optional[Callable] = None, *,
-                 config: Optional[CFCAMConfig] = None, backend: str = "auto", upsample: bool = False) -> None:
+                 enable_hooks: bool = True, reshape_transform: Callable | None = None, *,
+                 config: CFCAMConfig | None = None, backend: str = "auto", upsample: bool = False) -> None:
         super().__init__(model, target_layer, input_shape, enable_hooks=enable_hooks,
                          reshape_transform=reshape_transform)
         self.config = as_config(config)
         self.backend = backend
         self.upsample = upsample
-        self._input_size: Optional[tuple] = None
+        self._input_size: tuple | None = None
         if upsample:
             self.hook_handles.append(model.register_forward_pre_hook(self._hook_input))
 
