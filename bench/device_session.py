@@ -15,6 +15,8 @@ Stages, each a subprocess with its own log under ``DIR`` and a time limit, in th
 4. ``profile``: ``bench.device_profile`` (operators ranked by device and host time for
    the paths the targets read).
 5. ``bench``: the benchmark runner's CUDA rows, batch 1 and 64, three models.
+6. ``road``: ``bench.road`` on CUDA (64 images; grad-cam's CPU imputer on 8), its table
+   folded into ``summary.md`` (its log stays in the scratch folder).
 
 A failed stage does not stop the later ones. ``summary.md`` (stage table, environment,
 the checks' and the runner's tables) and ``session.json`` are rewritten after every stage,
@@ -84,6 +86,8 @@ def stages(work: Path, batches: str, frames: int) -> list[list[Stage]]:
                          "--models", "resnet18,resnet50,efficientnet_lite0",
                          "--batches", batches, "--repeats", "3", "--warmup", "1",
                          "--out", str(work / "bench")], 240)],
+        [Stage("road", [sys.executable, "-m", "bench.road", "--device", "cuda", "--images", "64",
+                        "--gradcam-images", "8"], 120, scratch_log=True)],
     ]
 
 
@@ -147,7 +151,8 @@ def write_summary(out: Path, work: Path, env: dict, groups: list[list[Stage]]) -
         if stage.result.get("status", "").startswith(("FAILED", "TIMED")):
             lines += ["", f"## {stage.name}: last lines of {stage.name}.log", "", "```",
                       *_tail(stage.log_path(out, work)), "```"]
-    documents = {"checks": work / "checks" / "device_checks.md", "bench": work / "bench" / "results.md"}
+    documents = {"checks": work / "checks" / "device_checks.md", "bench": work / "bench" / "results.md",
+                 "road": work / "road.log"}
     for name, path in documents.items():
         if path.exists():
             lines += ["", f"## {name}", "", *("#" + line if line.startswith("#") else line
