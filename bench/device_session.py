@@ -17,6 +17,8 @@ Stages, each a subprocess with its own log under ``DIR`` and a time limit, in th
 5. ``bench``: the benchmark runner's CUDA rows, batch 1 and 64, three models.
 6. ``road``: ``bench.road`` on CUDA (64 images; grad-cam's CPU imputer on 8), its table
    folded into ``summary.md`` (its log stays in the scratch folder).
+7. ``dataset``: ``bench/dataset_throughput.py``, ``cfcam-fast explain`` over 512 JPEGs at
+   batch 64 in one process on the GPU, images per second (folded in like ``road``).
 
 A failed stage does not stop the later ones. ``summary.md`` (stage table, environment,
 the checks' and the runner's tables) and ``session.json`` are rewritten after every stage,
@@ -88,6 +90,8 @@ def stages(work: Path, batches: str, frames: int) -> list[list[Stage]]:
                          "--out", str(work / "bench")], 240)],
         [Stage("road", [sys.executable, "-m", "bench.road", "--device", "cuda", "--images", "64",
                         "--gradcam-images", "8"], 120, scratch_log=True)],
+        [Stage("dataset", [sys.executable, "bench/dataset_throughput.py", "--images", "512", "--processes", "1",
+                           "--batch-size", "64"], 150, scratch_log=True)],
     ]
 
 
@@ -152,7 +156,7 @@ def write_summary(out: Path, work: Path, env: dict, groups: list[list[Stage]]) -
             lines += ["", f"## {stage.name}: last lines of {stage.name}.log", "", "```",
                       *_tail(stage.log_path(out, work)), "```"]
     documents = {"checks": work / "checks" / "device_checks.md", "bench": work / "bench" / "results.md",
-                 "road": work / "road.log"}
+                 "road": work / "road.log", "dataset": work / "dataset.log"}
     for name, path in documents.items():
         if path.exists():
             lines += ["", f"## {name}", "", *("#" + line if line.startswith("#") else line
