@@ -49,6 +49,7 @@ def test_explain_two_photos(photos, tmp_path, capsys):
                                                                      for r in records]
     run = json.loads((out / "run.json").read_text())
     assert (run["images"], run["explained"], run["failed"], run["world_size"]) == (2, 2, 0, 1)
+    assert run["plan"].startswith("core:") and " dbscan:" in run["plan"]  # what computed the maps
     with (out / "summary.csv").open() as rows:
         assert next(rows).startswith("file,label,overlay,map,class,name,confidence,batch,")
     printed = capsys.readouterr().out

@@ -15,7 +15,8 @@ its confidence; ``--annotate`` adds a colour bar and a caption; ``--no-overlays`
 them), ``maps/<name>.npy`` with ``--save-maps`` (float32, ``--size`` x ``--size``),
 ``summary.json`` and ``summary.csv`` (an entry per file, sorted: the record with the class
 name as ``name``, the confidence to 6 decimals and the timing fields inline), and
-``run.json`` (the options, the counts and this run's images per second).
+``run.json`` (the options, the resolved backend plan, the counts and this run's images per
+second).
 ``<name>`` is the file's path inside its folder or list, made filesystem-safe and unique.
 
 Under ``torchrun --nproc_per_node=N -m cfcam_fast explain ...`` the batches are shared
@@ -110,6 +111,7 @@ def _explain_images(args: argparse.Namespace, ctx: Context, out: Path) -> int:
     from .. import CFCAM, CFCAMConfig
     from ..dataset import collect
     from ..models import imagenet_classes
+    from ..plan import resolve_plan
 
     items = collect(args.paths)
     target = load_target(args, ctx.device, args.size)
@@ -138,7 +140,9 @@ def _explain_images(args: argparse.Namespace, ctx: Context, out: Path) -> int:
     entries = [_summary_entry(r) for r in records]
     write_text_atomic(out / "summary.json", json.dumps(entries, indent=2) + "\n")
     write_csv(out / "summary.csv", SUMMARY_FIELDS, entries)
-    run_info = {**config, "device": str(ctx.device), "world_size": ctx.world_size, "workers": args.workers,
+    plan = resolve_plan(args.backend, cam.config, ctx.device)  # what computed the maps (result.plan)
+    run_info = {**config, "plan": str(plan), "device": str(ctx.device), "world_size": ctx.world_size,
+                "workers": args.workers,
                 "images": len(items), "explained": len(records) - failed, "failed": failed,
                 "this_run": {"done": outcome.done, "failed": outcome.failed, "skipped_as_done": outcome.skipped,
                              "seconds": round(outcome.seconds, 3),
