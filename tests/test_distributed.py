@@ -191,7 +191,12 @@ def test_evaluate_from_a_list_file_two_processes_equal_one(data, tmp_path):
     chosen = sorted((data / "dog").iterdir())[:4]
     listing.write_text("# four dogs and a missing file\n\n" + "\n".join(
         [str(chosen[0]), *(os.path.relpath(p, listing.parent) for p in chosen[1:]), "missing.png"]) + "\n")
-    fast = ["evaluate", *OPTIONS, "--steps", "2", "--scales", "1", "--draws", "1", listing]
+    # CF-CAM, a gradient method and one with seeded noisy copies (Score-CAM's masked forwards
+    # are deterministic and slow: tests/test_evaluate.py runs them); one ROAD percentile and
+    # one sanity step keep the two runs short.
+    fast = ["evaluate", *OPTIONS, "--steps", "2", "--scales", "1", "--draws", "1",
+            "--methods", "cf-cam-gaussian-softmax,grad-cam,smooth-grad-cam++",
+            "--road-percentiles", "50", "--sanity-steps", "1", listing]
     one = _cli([*fast, "--workers", "0", "--out", tmp_path / "one"])
     two = _torchrun([*fast, "--workers", "0", "--out", tmp_path / "two"])
     assert one.returncode == 1 and two.returncode != 0  # the missing file
@@ -203,6 +208,6 @@ def test_evaluate_from_a_list_file_two_processes_equal_one(data, tmp_path):
     assert means[0] == means[1]
     interval = means[0]["Grad-CAM"]["deletion_zero"]
     assert interval["n"] == 4 and interval["ci95"][0] <= interval["mean"] <= interval["ci95"][1]
-    assert list(summaries[0]["methods"])[-2:] == ["Grad-CAM", "Grad-CAM++"]
+    assert list(summaries[0]["methods"]) == ["CF-CAM gaussian/softmax", "Grad-CAM", "Smooth Grad-CAM++"]
     assert all(e["milliseconds_per_image"] > 0 for e in summaries[1]["methods"].values())
     assert (tmp_path / "two" / "evaluate.md").is_file() and (tmp_path / "two" / "evaluate.png").is_file()

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from pathlib import Path
-from typing import Callable, NamedTuple, Optional
-
-Item = tuple[str, str, Callable]  # (output name, source shown in summaries, image loader)
+from collections.abc import Callable
+from typing import NamedTuple
 
 
 class Target(NamedTuple):
@@ -16,7 +15,7 @@ class Target(NamedTuple):
     model: object
     layer_name: str
     layer: object
-    transform: Optional[Callable]
+    transform: Callable | None
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +23,10 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     reshape, device and CF-CAM backend."""
     from ..models import DEFAULT_MODEL
 
-    parser.add_argument("paths", nargs="*", help="image files and folders (images inside folders, "
-                        "sorted); none: the bundled photos")
+    parser.add_argument("paths", nargs="*", help="image files, folders (flat, or one sub-folder per "
+                        "class: the ImageFolder layout, folder names kept as labels) and list files "
+                        "(.txt, .lst, .list: one image path per line, relative to the list's folder; "
+                        "# comments); none: the bundled photos")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="torchvision or timm model name (default: %(default)s, the only one with "
                         "pretrained weights built in; any other needs --weights or --random-weights)")
@@ -42,7 +43,8 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
                         help="lay the layer's output out as [B, C, H, W]: vit drops the class tokens "
                         "and puts the rest on the patch grid, swin permutes [B, H, W, C], none keeps "
                         "it (default: auto, vit or swin for those families, else none)")
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu; under "
+                        "torchrun each process takes cuda:LOCAL_RANK, or the CPU)")
     parser.add_argument("--backend", default="auto", help="CF-CAM backend: auto, reference, torch, triton "
                         "(default: auto)")
 
@@ -70,57 +72,21 @@ def device_option(name: str | None):
     return device
 
 
-def image_items(paths: list[str]) -> list[Item]:
-    """What to explain: the bundled photos, or the given files and the images in given folders."""
-    from PIL import Image
-
-    from ..models import bundled_photos, load_image
-
-    if not paths:
-        return [(name, f"bundled:{name}", (lambda image=image: image)) for name, image in bundled_photos()]
-    extensions = {ext.lower() for ext in Image.registered_extensions()}
-    files: list[Path] = []
-    for text in paths:
-        path = Path(text)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in extensions)
-            if not found:
-                raise ValueError(f"no images in folder {text}")
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        else:
-            raise ValueError(f"no such file or folder: {text}")
-    items, used = [], set()
-    for path in files:
-        name, n = path.stem, 1
-        while name in used:
-            n += 1
-            name = f"{path.stem}_{n}"
-        used.add(name)
-        items.append((name, str(path), (lambda path=path: load_image(path))))
-    return items
-
-
 def load_target(args: argparse.Namespace, device, size: int = 224) -> Target:
     """The model, layer and reshape the options ask for; ``ValueError`` unless the model runs
     on ``size`` x ``size`` images and the layer then gives CF-CAM a ``[B, C, H, W]`` output."""
+    import torch
+
     from ..models import check_layer, load_model, reshape_transform, resolve_layer
 
+    if args.random_weights:  # the same weights in every process of a sharded run, and in every run
+        torch.manual_seed(0)
     model, default = load_model(args.model, args.weights, device, random_weights=args.random_weights)
     name = args.layer or default
     layer = resolve_layer(model, name)
     transform = reshape_transform(model, args.reshape)
     check_layer(model, name, transform, size)
     return Target(model, name, layer, transform)
-
-
-def try_load(item: Item):
-    """``(image, None)``, or ``(None, reason)`` for a file that cannot be read."""
-    try:
-        return item[2](), None
-    except ValueError as exc:
-        return None, f"cannot read image: {exc.__cause__ or exc}"
 
 
 def skipped(source: str, reason: str) -> dict:
@@ -139,3 +105,71 @@ def check_backend(name: str, device) -> None:
         resolve(name, device)
     except (RuntimeError, ImportError) as exc:
         raise ValueError(f"backend {name!r} cannot run on {device}: {exc}") from None
+
+
+def default_workers() -> int:
+    """DataLoader workers per process: the CPUs this process may use, shared by the processes
+    torchrun starts on this machine (``LOCAL_WORLD_SIZE``), at least 1 and at most 4."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a dataset run: decoding workers and the process-group timeout (torchrun)."""
+    parser.add_argument("--workers", type=non_negative_int, default=default_workers(),
+                        help="DataLoader worker processes decoding images per process, 0: decode in "
+                        "the main process (default: %(default)s here: this machine's CPUs over the "
+                        "processes on it, 1 to 4)")
+    parser.add_argument("--timeout", type=positive_float, default=600.0,
+                        help="under torchrun: seconds a rank waits for the others in a collective "
+                        "before it gives up with an error (default: %(default)g)")
+
+
+PHOTOS = ("bundled", "shipped")
+
+
+def add_photos_argument(parser: argparse.ArgumentParser) -> None:
+    """``--photos``: which photos to use when no paths are given."""
+    parser.add_argument("--photos", choices=PHOTOS, default=None,
+                        help="with no paths: bundled (the 7 photos of scikit-image and scikit-learn the "
+                        "demo uses) or shipped (every photograph the installed scikit-image, scikit-learn "
+                        "and matplotlib ship, 22 with current versions) (default: bundled)")
+
+
+def photo_paths(args: argparse.Namespace, folder, ctx) -> list[str]:
+    """The command's paths, or for ``--photos shipped`` the shipped photos written as PNG
+    files (lossless) to ``folder`` by rank 0 (the others wait for it) and given as that
+    folder; ``ValueError`` if ``--photos`` comes with paths."""
+    from pathlib import Path
+
+    if args.photos is not None and args.paths:
+        raise ValueError("--photos chooses the photos used when no paths are given; give paths or --photos, "
+                         "not both")
+    if args.photos != "shipped":
+        return list(args.paths)
+    from ..models import shipped_photos
+    from ..outputs import write_file_atomic
+
+    folder = Path(folder)
+    if ctx.main:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, image in shipped_photos():
+            write_file_atomic(folder / f"{name}.png", lambda temporary, image=image: image.save(temporary, "PNG"))
+    ctx.barrier("writing the shipped photos")
+    return [str(folder)]
