@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import NamedTuple
 
 from ..dataset import Batch, Item
 from ..distributed import Context
-from ..outputs import PARTS, write_file_atomic, write_text_atomic
+from ..outputs import write_file_atomic, write_text_atomic
 from .options import (
     add_dataset_arguments,
     add_input_arguments,
@@ -47,7 +46,7 @@ from .options import (
     photo_paths,
     positive_int,
 )
-from .sharded import base_record, failure_record, run_dataset
+from .sharded import base_record, failure_record, run_command, run_dataset
 
 HELP = "compare CF-CAM with Grad-CAM, Grad-CAM++ and other CAMs: faithfulness, ROAD, robustness, class " \
        "sensitivity, the randomisation sanity check and speed"
@@ -566,17 +565,7 @@ def _draw_sheet(path: Path, cams: dict, items: list[Item], size: int, device, se
 def run(args: argparse.Namespace) -> int:
     """Evaluate every method on the readable images; returns 0, or 1 if a file was skipped;
     raises ``ValueError`` naming the bad input, or when no image can be read."""
-    from ..distributed import RankFailure, setup
-
-    out = Path(args.out)
-    ctx = setup(args.device, args.timeout, out / PARTS)
-    try:
-        return _evaluate(args, ctx, out)
-    except RankFailure as exc:  # another rank died: one line naming it, no traceback
-        print(f"cfcam-fast: error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        ctx.close()
+    return run_command(args.device, args.timeout, Path(args.out), lambda ctx, out: _evaluate(args, ctx, out))
 
 
 def _evaluate(args: argparse.Namespace, ctx: Context, out: Path) -> int:

@@ -49,9 +49,9 @@ from typing import TYPE_CHECKING
 
 from ..dataset import Batch, Item
 from ..distributed import Context
-from ..outputs import PARTS, save_map, write_file_atomic, write_text_atomic
+from ..outputs import save_map, write_file_atomic, write_text_atomic
 from .options import add_dataset_arguments, add_input_arguments, check_backend, device_option, load_target, positive_int
-from .sharded import base_record, failure_record, run_dataset, write_csv
+from .sharded import base_record, failure_record, run_command, run_dataset, write_csv
 
 if TYPE_CHECKING:
     from ..realtime import RealtimeCFCAM
@@ -94,17 +94,8 @@ def run(args: argparse.Namespace) -> int:
         if len(videos) != len(args.paths):
             raise ValueError("videos and images in one call: explain them in separate calls")
         return _explain_videos(args, videos)
-    from ..distributed import RankFailure, setup
-
-    out = Path(args.out)
-    ctx = setup(args.device, args.timeout, out / PARTS)
-    try:
-        return _explain_images(args, ctx, out)
-    except RankFailure as exc:  # another rank died: one line naming it, no traceback
-        print(f"cfcam-fast: error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        ctx.close()
+    return run_command(args.device, args.timeout, Path(args.out),
+                       lambda ctx, out: _explain_images(args, ctx, out))
 
 
 def _explain_images(args: argparse.Namespace, ctx: Context, out: Path) -> int:

@@ -55,6 +55,23 @@ class Outcome:
                 f"({self.images_per_second:.2f} images/s)")
 
 
+def run_command(device: str | None, timeout: float, out: Path,
+                body: Callable[[Context, Path], int]) -> int:
+    """``body(ctx, out)`` in this process's share of the run (one process, or a rank under
+    torchrun): sets up the process group, turns the death of another rank into one line on
+    stderr and exit status 1, and closes the group whatever happens."""
+    from ..distributed import RankFailure, setup
+
+    ctx = setup(device, timeout, out / PARTS)
+    try:
+        return body(ctx, out)
+    except RankFailure as exc:  # another rank died: one line naming it, no traceback
+        print(f"cfcam-fast: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        ctx.close()
+
+
 def failure_record(item: Item, reason: str) -> dict:
     """The record of an image that could not be read or explained; reported on stderr."""
     from tqdm import tqdm
