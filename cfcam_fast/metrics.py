@@ -19,13 +19,14 @@ from torch import nn
 from .cam import BaseCAM
 from .capture import capture, capture_classes, eval_mode
 from .filters import gaussian_taps
+from .metric_inputs import check_batch_size, check_images_maps, class_indices
 from .road import road as road  # re-exported: metrics.road
 from .sanity import randomization_sanity as randomization_sanity  # re-exported
+from .similarity import pearson as pearson  # re-exported: metrics.pearson
+from .similarity import ssim as ssim  # re-exported: metrics.ssim
 
 THRESHOLD = 0.5  # the authors' variant of average drop keeps pixels whose map exceeds it
 BLUR_SIGMA = 5.0  # standard deviation in pixels of the "blur" baseline of deletion/insertion
-SSIM_SIGMA, SSIM_TRUNCATE = 1.5, 3.5  # Wang et al.'s 11-tap Gaussian window, as scikit-image
-SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
 class DeletionInsertion(NamedTuple):
@@ -48,44 +49,6 @@ class ClassSensitivity(NamedTuple):
     maps: torch.Tensor
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-
-
-def _check_images_maps(images: torch.Tensor, maps: torch.Tensor) -> None:
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ValueError(f"images must be a [B, C, H, W] tensor, got {getattr(images, 'shape', type(images))}")
-    expected = (images.shape[0], *images.shape[2:])
-    if not isinstance(maps, torch.Tensor) or tuple(maps.shape) != expected:
-        raise ValueError(f"maps must be a [B, H, W] tensor matching the images, i.e. {expected}; "
-                         f"got {tuple(getattr(maps, 'shape', ()))}")
-    if maps.device != images.device:
-        raise ValueError(f"maps ({maps.device}) and images ({images.device}) must be on the same device")
-
-
-def _class_indices(targets, batch: int, device: torch.device) -> torch.Tensor:
-    if isinstance(targets, torch.Tensor):
-        if targets.dim() != 1 or targets.is_floating_point():
-            raise ValueError(f"targets tensor must be an integer [B] tensor, got {targets.dtype} "
-                             f"{tuple(targets.shape)}")
-        idx = targets.to(device, torch.int64)
-    else:
-        if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence):
-            raise ValueError("targets must be None, class indices, an integer tensor, or objects with "
-                             f"a 'category' attribute; got {type(targets).__name__}")
-        values = []
-        for t in targets:
-            t = getattr(t, "category", t)
-            if isinstance(t, bool) or not hasattr(t, "__index__"):
-                raise ValueError(f"each target must be a class index (or have a 'category'), got {t!r}")
-            values.append(int(t))
-        idx = torch.tensor(values, dtype=torch.int64, device=device)
-    if idx.shape[0] != batch:
-        raise ValueError(f"got {idx.shape[0]} targets for a batch of {batch} images; give one per image")
-    return idx
-
-
 def _probabilities(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Softmax outputs ``[B, N]`` of the model, run in chunks of ``batch_size``."""
     with eval_mode(model), torch.no_grad():
@@ -100,14 +63,14 @@ def _confidence(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, b
 def _target_classes(model, images, targets, batch_size) -> torch.Tensor:
     """The target classes ``[B]``: ``targets``, or the arg-max class on the clean images."""
     if targets is not None:
-        return _class_indices(targets, images.shape[0], images.device)
+        return class_indices(targets, images.shape[0], images.device)
     return _probabilities(model, images, batch_size).argmax(1)
 
 
 def _clean_confidence(model, images, targets, batch_size) -> tuple[torch.Tensor, torch.Tensor]:
     """The target classes ``[B]`` and their confidence on the clean images."""
     probs = _probabilities(model, images, batch_size)
-    classes = probs.argmax(1) if targets is None else _class_indices(targets, images.shape[0], images.device)
+    classes = probs.argmax(1) if targets is None else class_indices(targets, images.shape[0], images.device)
     if bool(((classes < 0) | (classes >= probs.shape[1])).any()):
         raise ValueError(f"target classes must lie in [0, {probs.shape[1]}), got {classes.tolist()}")
     return classes, probs.gather(1, classes[:, None])[:, 0]
@@ -135,8 +98,8 @@ def confidence_change(model: nn.Module, images: torch.Tensor, maps: torch.Tensor
     """Confidence on each image and on the image multiplied by its map (``"multiply"``) or by
     the mask ``map > 0.5`` (``"threshold"``): both of ``average_drop`` and
     ``increase_in_confidence`` from one pass over the model."""
-    _check_batch_size(batch_size)
-    _check_images_maps(images, maps)
+    check_batch_size(batch_size)
+    check_images_maps(images, maps)
     if variant not in ("multiply", "threshold"):
         raise ValueError(f"variant must be 'multiply' or 'threshold', got {variant!r}")
     classes, clean = _clean_confidence(model, images, targets, batch_size)
@@ -185,8 +148,8 @@ class Curves(NamedTuple):
 def deletion_insertion_curves(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=None, *,
                               steps: int = 100, baseline: str = "zero", batch_size: int = 64) -> Curves:
     """The curves behind ``deletion_insertion`` (same arguments)."""
-    _check_batch_size(batch_size)
-    _check_images_maps(images, maps)
+    check_batch_size(batch_size)
+    check_images_maps(images, maps)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if baseline not in ("zero", "blur"):
@@ -232,28 +195,6 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
                                                                baseline=baseline, batch_size=batch_size)
     return DeletionInsertion(torch.trapezoid(deletion, fractions, dim=-1),
                              torch.trapezoid(insertion, fractions, dim=-1))
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Mean structural similarity per image of ``[B, H, W]`` maps (Wang et al. 2004).
-
-    Gaussian window (sigma 1.5, 11 taps), population covariances, ``K1 = 0.01``,
-    ``K2 = 0.03``, averaged over the positions whose window lies inside the image: the
-    value of ``skimage.metrics.structural_similarity(a, b, gaussian_weights=True,
-    sigma=1.5, use_sample_covariance=False, data_range=data_range)``.
-    """
-    if a.shape != b.shape or a.dim() != 3:
-        raise ValueError(f"ssim needs two [B, H, W] maps of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    taps = gaussian_taps(SSIM_SIGMA, SSIM_TRUNCATE, dtype=torch.float64, device=a.device)
-    if min(a.shape[-2:]) < taps.numel():
-        raise ValueError(f"ssim needs maps of at least {taps.numel()}x{taps.numel()}, got {tuple(a.shape[-2:])}")
-    x = torch.stack([a, b, a * a, b * b, a * b], dim=1).double().flatten(0, 1)[:, None]
-    x = F.conv2d(F.conv2d(x, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))
-    mu_a, mu_b, aa, bb, ab = x.reshape(a.shape[0], 5, *x.shape[-2:]).unbind(1)
-    var_a, var_b, cov = aa - mu_a * mu_a, bb - mu_b * mu_b, ab - mu_a * mu_b
-    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2))
-    return s.flatten(1).mean(1).to(a.dtype)
 
 
 def explain_captured(cam: BaseCAM, activations: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor],
@@ -304,23 +245,6 @@ def robustness(cam: BaseCAM, images: torch.Tensor, targets=None, *, scales: Sequ
     return result
 
 
-def pearson(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pearson correlation per image of ``[B, ...]`` maps, and a ``[B, 2]`` flag of constant maps.
-
-    Where a map is constant (zero everywhere, say) the correlation is undefined; it is
-    reported as 1.0 when both maps are constant and 0.0 when one is, never NaN.
-    """
-    x = a.flatten(1).double()
-    y = b.flatten(1).double()
-    x = x - x.mean(1, keepdim=True)
-    y = y - y.mean(1, keepdim=True)
-    sx, sy = (x * x).sum(1), (y * y).sum(1)
-    constant = torch.stack([sx == 0, sy == 0], dim=1)
-    r = (x * y).sum(1) / (sx * sy).sqrt().clamp_min(torch.finfo(torch.float64).tiny)
-    r = torch.where(constant.all(1), torch.ones_like(r), torch.where(constant.any(1), torch.zeros_like(r), r))
-    return r.clamp(-1.0, 1.0).to(a.dtype), constant
-
-
 def _pair_classes(pair: str):
     if pair == "top-bottom":
         return lambda logits: torch.stack([logits.argmax(1), logits.argmin(1)], dim=1)
@@ -340,7 +264,7 @@ def class_sensitivity(cam: BaseCAM, images: torch.Tensor, *, pair: str = "top-bo
     """
     if not isinstance(cam, BaseCAM):
         raise ValueError(f"cam must be a cfcam_fast CAM (CFCAM, GradCAM, GradCAMPlusPlus), got {type(cam).__name__}")
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise ValueError(f"images must be a [B, C, H, W] tensor, got {getattr(images, 'shape', type(images))}")
     select = _pair_classes(pair)

@@ -16,10 +16,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-# Imported as a module: metrics.py imports this file in its import block, so its helpers
-# are looked up when ``road`` runs, not while the two modules load.
-from . import metrics
 from .capture import eval_mode
+from .metric_inputs import check_batch_size, check_images_maps, class_indices
 
 PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 ORDERS = ("morf", "lerf", "combined")
@@ -210,8 +208,8 @@ def road(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=Non
     reproduce grad-cam's values. ``batch_size`` is the number of imputed images solved
     and scored per model call.
     """
-    metrics._check_batch_size(batch_size)
-    metrics._check_images_maps(images, maps)
+    check_batch_size(batch_size)
+    check_images_maps(images, maps)
     if not maps.is_floating_point():
         raise ValueError(f"maps must be floating point, got {maps.dtype}")
     percentiles = _check_percentiles(percentiles)
@@ -229,7 +227,7 @@ def road(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=Non
     with eval_mode(model), torch.no_grad():
         logits = torch.cat([model(chunk) for chunk in images.split(batch_size)])
         classes = (logits.flatten(1).argmax(1) if targets is None
-                   else metrics._class_indices(targets, B, device))
+                   else class_indices(targets, B, device))
         clean = _scores(logits, classes, score)
         # keep[o, p, b]: the pixels of image b left as they are at percentile p, order o.
         orders = ("morf", "lerf") if order == "combined" else (order,)

@@ -12,11 +12,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-# Imported as a module: metrics.py imports this file in its import block, so ``ssim`` is
-# looked up when ``randomization_sanity`` runs, not while the two modules load.
-from . import metrics
 from .cam import BaseCAM
 from .capture import model_lock
+from .similarity import pearson, ssim
 
 ORDERS = ("cascading", "independent")
 
@@ -46,8 +44,8 @@ def _average_ranks(x: torch.Tensor) -> torch.Tensor:
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation per image of ``[B, ...]`` maps (average ranks for ties, as
     ``scipy.stats.spearmanr``); a constant map gives 1.0 against a constant map and 0.0
-    against any other (``metrics.pearson``'s rule), never NaN."""
-    r, _ = metrics.pearson(_average_ranks(a.flatten(1)), _average_ranks(b.flatten(1)))
+    against any other (``similarity.pearson``'s rule), never NaN."""
+    r, _ = pearson(_average_ranks(a.flatten(1)), _average_ranks(b.flatten(1)))
     return r.to(a.dtype)
 
 
@@ -127,7 +125,7 @@ def randomization_sanity(cam: BaseCAM, images: torch.Tensor, targets=None, *, or
         randomised.target_layers = [model.get_submodule(n) for n in layer_names]
         maps = randomised.explain(images, classes).maps
         rank_corr.append(spearman(original.maps, maps))
-        similarity.append(metrics.ssim(original.maps, maps))
+        similarity.append(ssim(original.maps, maps))
     return Sanity(steps, torch.stack(rank_corr), torch.stack(similarity), wanted)
 
 
