@@ -41,33 +41,19 @@ def _timed(benchmark, fn, rounds: int = ROUNDS, warmup_rounds: int = 1):
     benchmark.pedantic(call, rounds=rounds, warmup_rounds=warmup_rounds)
 
 
-def test_cfcam(benchmark, resnet18, batch):
-    model, layer = resnet18
-    cam = cf.CFCAM(model, [layer], backend="torch")
-    _timed(benchmark, lambda: cam(batch))
+METHODS = {
+    "cfcam": lambda model, layer: cf.CFCAM(model, [layer], backend="torch"),
+    "gradcam": lambda model, layer: GradCAM(model, [layer]),
+    "eigencam": lambda model, layer: EigenCAM(model, [layer]),
+    "normgrad": lambda model, layer: NormGrad(model, [layer]),
+    "smooth_gradcam_plusplus": lambda model, layer: SmoothGradCAMPlusPlus(
+        model, [layer], generator=torch.Generator(DEVICE).manual_seed(0)),
+}
 
 
-def test_gradcam(benchmark, resnet18, batch):
-    model, layer = resnet18
-    cam = GradCAM(model, [layer])
-    _timed(benchmark, lambda: cam(batch))
-
-
-def test_eigencam(benchmark, resnet18, batch):
-    model, layer = resnet18
-    cam = EigenCAM(model, [layer])
-    _timed(benchmark, lambda: cam(batch))
-
-
-def test_normgrad(benchmark, resnet18, batch):
-    model, layer = resnet18
-    cam = NormGrad(model, [layer])
-    _timed(benchmark, lambda: cam(batch))
-
-
-def test_smooth_gradcam_plusplus(benchmark, resnet18, batch):
-    model, layer = resnet18
-    cam = SmoothGradCAMPlusPlus(model, [layer], generator=torch.Generator(DEVICE).manual_seed(0))
+@pytest.mark.parametrize("method", list(METHODS))
+def test_method(benchmark, resnet18, batch, method):
+    cam = METHODS[method](*resnet18)
     _timed(benchmark, lambda: cam(batch))
 
 

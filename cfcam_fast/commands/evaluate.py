@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -46,7 +45,7 @@ from .options import (
     photo_paths,
     positive_int,
 )
-from .sharded import base_record, failure_record, run_command, run_dataset
+from .sharded import base_record, failure_record, run_command, run_dataset, timed_explain
 
 HELP = "compare CF-CAM with Grad-CAM, Grad-CAM++ and other CAMs: faithfulness, ROAD, robustness, class " \
        "sensitivity, the randomisation sanity check and speed"
@@ -404,7 +403,6 @@ def evaluate_batch(cams: dict, batch: Batch, items: list[Item], wanted: set, arg
     (default all of ``METRICS``) of every method (null where a metric does not apply), and
     each method's explanation time per image. A method not in ``warmed`` first explains the
     batch's first image untimed (one-time set-up costs stay out of its time) and is added."""
-    import torch
 
     chosen = METRICS if chosen is None else chosen
     records = [failure_record(items[i], reason) for i, reason in batch.failures if i in wanted]
@@ -420,13 +418,8 @@ def evaluate_batch(cams: dict, batch: Batch, items: list[Item], wanted: set, arg
             cam.explain(x[:1])
             warmed.add(name)
         _set_noise_seed(cam, seed)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        result = cam.explain(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        milliseconds[name] = (time.perf_counter() - start) * 1000.0 / len(x)
+        result, batch_ms = timed_explain(cam, x, device)
+        milliseconds[name] = batch_ms / len(x)
         classes = result.class_idx if classes is None else classes
         explained = Explained(cam, x, result.maps, result.class_idx, result.logits, seed, args)
         values[name] = {}

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections import deque
 from collections.abc import Iterator
 from functools import partial
@@ -51,7 +50,7 @@ from ..dataset import Batch, Item
 from ..distributed import Context
 from ..outputs import save_map, write_file_atomic, write_text_atomic
 from .options import add_dataset_arguments, add_input_arguments, check_backend, device_option, load_target, positive_int
-from .sharded import base_record, failure_record, run_command, run_dataset, write_csv
+from .sharded import base_record, failure_record, run_command, run_dataset, timed_explain, write_csv
 
 if TYPE_CHECKING:
     from ..realtime import RealtimeCFCAM
@@ -171,7 +170,7 @@ def _explain_batch(cam, batch: Batch, items: list[Item], wanted: set, out: Path,
     while pending:
         group = pending.pop(0)
         try:
-            result, milliseconds = _timed_explain(cam, batch.pixels[group], device)
+            result, milliseconds = timed_explain(cam, batch.pixels[group].to(device), device)
         except (ValueError, RuntimeError) as exc:
             if len(group) > 1:
                 pending[:0] = [[one] for one in group]
@@ -207,20 +206,6 @@ def _explain_batch(cam, batch: Batch, items: list[Item], wanted: set, out: Path,
 def _class_name(classes: list[str], index: int) -> str:
     """The ImageNet name of class ``index``, or ``"class <index>"`` outside the list."""
     return classes[index] if 0 <= index < len(classes) else f"class {index}"
-
-
-def _timed_explain(cam, pixels, device):
-    """``cam.explain`` on the preprocessed ``pixels`` and its wall time in milliseconds."""
-    import torch
-
-    x = pixels.to(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    result = cam.explain(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return result, (time.perf_counter() - start) * 1000.0
 
 
 def _explain_videos(args: argparse.Namespace, paths: list[str]) -> int:

@@ -72,6 +72,20 @@ def run_command(device: str | None, timeout: float, out: Path,
         ctx.close()
 
 
+def timed_explain(cam, x, device) -> tuple:
+    """``cam.explain(x)`` and its wall time in milliseconds (the device synchronised first
+    and after, on CUDA)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    result = cam.explain(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return result, (time.perf_counter() - start) * 1000.0
+
+
 def failure_record(item: Item, reason: str) -> dict:
     """The record of an image that could not be read or explained; reported on stderr."""
     from tqdm import tqdm
