@@ -33,9 +33,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+import torch
+
+from .. import metrics
+from ..baselines import GradCAM, GradCAMPlusPlus
+from ..cam import CFCAM, BaseCAM
+from ..comparators import EigenCAM, NormGrad, ScoreCAM
+from ..config import FILTERS, WEIGHTINGS, CFCAMConfig
 from ..dataset import Batch, Item
 from ..distributed import Context
 from ..outputs import write_file_atomic, write_text_atomic
+from ..road import PERCENTILES as ROAD_PERCENTILES
+from ..road import road
+from ..smooth_gradcam import SmoothGradCAMPlusPlus
 from .options import (
     add_dataset_arguments,
     add_input_arguments,
@@ -51,7 +61,6 @@ HELP = "compare CF-CAM with Grad-CAM, Grad-CAM++ and other CAMs: faithfulness, R
        "sensitivity, the randomisation sanity check and speed"
 SHEET_IMAGES = 4  # images drawn in evaluate.png
 RESAMPLES = 1000  # bootstrap resamples per interval
-ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 FAITHFULNESS = ("confidence", "deletion", "road")  # the groups of evaluate.md's first table
 
 # (key, column title, "lower" or "higher" is better)
@@ -138,59 +147,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _cfcam_factory(filter_: str, weighting: str) -> Callable:
     def make(model, layer, backend: str, reshape_transform=None, batch_size: int = 32):
-        from .. import CFCAM, CFCAMConfig
-
         return CFCAM(model, [layer], reshape_transform, config=CFCAMConfig(filter=filter_, weighting=weighting),
                      backend=backend)
     return make
 
 
-def _gradcam(model, layer, backend: str, reshape_transform=None, batch_size: int = 32):
-    from ..baselines import GradCAM
-
-    return GradCAM(model, [layer], reshape_transform)
-
-
-def _gradcam_plus_plus(model, layer, backend: str, reshape_transform=None, batch_size: int = 32):
-    from ..baselines import GradCAMPlusPlus
-
-    return GradCAMPlusPlus(model, [layer], reshape_transform)
-
-
-def _eigencam(model, layer, backend: str, reshape_transform=None, batch_size: int = 32):
-    from ..comparators import EigenCAM
-
-    return EigenCAM(model, [layer], reshape_transform)
-
-
-def _smooth_gradcam_plus_plus(model, layer, backend: str, reshape_transform=None, batch_size: int = 32):
-    from ..smooth_gradcam import SmoothGradCAMPlusPlus
-
-    return SmoothGradCAMPlusPlus(model, [layer], reshape_transform, batch_size=batch_size)
-
-
-def _normgrad(model, layer, backend: str, reshape_transform=None, batch_size: int = 32):
-    from ..comparators import NormGrad
-
-    return NormGrad(model, [layer], reshape_transform)
-
-
-def _scorecam(model, layer, backend: str, reshape_transform=None, batch_size: int = 32):
-    from ..comparators import ScoreCAM
-
-    return ScoreCAM(model, [layer], reshape_transform, batch_size=batch_size)
+def _factory(cls: type, chunked: bool = False) -> Callable:
+    """A factory of ``cls`` on the target layer; ``chunked``: it also takes ``batch_size``."""
+    def make(model, layer, backend: str, reshape_transform=None, batch_size: int = 32):
+        return cls(model, [layer], reshape_transform, **({"batch_size": batch_size} if chunked else {}))
+    return make
 
 
 def _registry() -> dict[str, Callable]:
-    from ..config import FILTERS, WEIGHTINGS
-
     found = {f"CF-CAM {f}/{w}": _cfcam_factory(f, w) for f in FILTERS for w in WEIGHTINGS}
-    found["Grad-CAM"] = _gradcam
-    found["Grad-CAM++"] = _gradcam_plus_plus
-    found["Eigen-CAM"] = _eigencam
-    found["Smooth Grad-CAM++"] = _smooth_gradcam_plus_plus
-    found["NormGrad"] = _normgrad
-    found["Score-CAM"] = _scorecam
+    found["Grad-CAM"] = _factory(GradCAM)
+    found["Grad-CAM++"] = _factory(GradCAMPlusPlus)
+    found["Eigen-CAM"] = _factory(EigenCAM)
+    found["Smooth Grad-CAM++"] = _factory(SmoothGradCAMPlusPlus, chunked=True)
+    found["NormGrad"] = _factory(NormGrad)
+    found["Score-CAM"] = _factory(ScoreCAM, chunked=True)
     return found
 
 
@@ -244,8 +220,6 @@ def uses_captured_gradients(cam) -> bool:
     """Whether ``cam`` computes its maps from one captured forward and backward
     (``BaseCAM.explain`` with its ``_core``): only those can be fed perturbed gradients
     (robustness) or the gradients of two classes from one batched backward."""
-    from ..cam import BaseCAM
-
     return type(cam).explain is BaseCAM.explain
 
 
@@ -262,8 +236,6 @@ class Metric(NamedTuple):
 
 
 def _confidence_change(e: Explained) -> dict:
-    from .. import metrics
-
     values = {}
     for variant, suffix in (("multiply", ""), ("threshold", "_threshold")):
         change = metrics.confidence_change(e.cam.model, e.x, e.maps, e.classes, variant=variant,
@@ -273,8 +245,6 @@ def _confidence_change(e: Explained) -> dict:
 
 
 def _deletion_insertion(e: Explained) -> dict:
-    from .. import metrics
-
     values = {}
     for baseline in ("zero", "blur"):
         areas = metrics.deletion_insertion(e.cam.model, e.x, e.maps, e.classes, steps=e.args.steps,
@@ -286,8 +256,6 @@ def _deletion_insertion(e: Explained) -> dict:
 def _road(e: Explained) -> dict:
     """ROAD MoRF and LeRF, each from one ``road`` call seeded with the batch's seed, and the
     combined score ``(LeRF - MoRF) / 2`` per percentile derived from them (road.py)."""
-    from ..road import road
-
     kwargs = {"percentiles": e.args.road_percentiles, "noise": e.args.road_noise, "seed": e.seed,
               "batch_size": e.args.batch_size}
     morf = road(e.cam.model, e.x, e.maps, e.classes, order="morf", **kwargs)
@@ -297,8 +265,6 @@ def _road(e: Explained) -> dict:
 
 
 def _robustness(e: Explained) -> dict:
-    from .. import metrics
-
     ssims = metrics.robustness(e.cam, e.x, e.classes, scales=e.args.scales, draws=e.args.draws, seed=e.args.seed)
     return {f"ssim_{scale:g}": values for scale, values in zip(e.args.scales, ssims)}
 
@@ -307,10 +273,6 @@ def _pair_correlation(e: Explained, pair: str):
     """``(correlation, constant_map)`` of each image's maps for two classes: the captured
     gradients of both from one batched backward where the method allows it
     (``metrics.class_sensitivity``), else two ``explain`` calls (the top map is ``e.maps``)."""
-    import torch
-
-    from .. import metrics
-
     if uses_captured_gradients(e.cam):
         result = metrics.class_sensitivity(e.cam, e.x, pair=pair, batch_size=e.args.batch_size)
         return result.correlation, result.constant_map
@@ -350,8 +312,6 @@ def _sanity(e: Explained) -> dict:
     """Spearman and SSIM of the maps with the maps after re-initialising the model from the
     output, at ``args.sanity_at`` (cascading, seeded with ``--seed``: the same random layers
     for every batch)."""
-    from .. import metrics
-
     result = metrics.randomization_sanity(e.cam, e.x, e.classes, order="cascading", seed=e.args.seed,
                                           at=e.args.sanity_at)
     values = {}
@@ -391,8 +351,6 @@ def select_metrics(text: str) -> list[Metric]:
 def _set_noise_seed(cam, seed: int) -> None:
     """A method that draws input noise (Smooth Grad-CAM++) gets a fresh generator seeded
     with ``seed``, so its draws depend on the batch alone, not on the process or order."""
-    import torch
-
     if hasattr(cam, "generator"):
         cam.generator = torch.Generator().manual_seed(seed)
 
