@@ -18,7 +18,7 @@ from torch import nn
 
 from .baselines import scaled_output, unclustered_result, weighted_map
 from .cam import BaseCAM, combine_layers
-from .capture import Captured, Targets, capture_forward, eval_mode
+from .capture import Captured, Targets, _logits, capture_forward, eval_mode
 from .config import CFCAMResult
 from .core import check_captured
 
@@ -141,7 +141,7 @@ class ScoreCAM(_ForwardCAM):
                 masks = (up - lo) / (hi - lo + SCORECAM_EPS)
                 image = torch.arange(start, stop, device=x.device) // C
                 out = self.model(x[image] * masks.to(x.dtype))
-                logits = (out if self.output_selector is None else self.output_selector(out)).flatten(1)
+                logits = _logits(out, self.output_selector).flatten(1)
                 scores[start:stop] = _row_scores(logits, [targets[b] for b in image.tolist()])
         return torch.softmax(scores.view(B, C), dim=1)
 
