@@ -9,7 +9,9 @@ Stages, each a subprocess with its own log under ``DIR`` and a time limit, in th
 2. At once, on the one GPU: ``gpu_tests`` (``pytest -m gpu``), ``kernel_tests`` (the
    Triton kernel tests, which run compiled on CUDA where it exists) and ``memcheck``
    (the GPU tests again under ``compute-sanitizer --tool memcheck``, with PyTorch's caching
-   allocator off so that an out-of-bounds access hits memory no tensor owns).
+   allocator off so that an out-of-bounds access hits memory no tensor owns) and
+   ``memcheck_graph`` (the CUDA-graph tests under memcheck with the allocator on: a capture
+   cannot call ``cudaMalloc``, so those tests skip in ``memcheck``).
 3. ``checks``: ``bench.device_checks`` (CUDA against CPU, triton against torch, CUDA
    timings at batch 1 and 64, frame latency p50/p99, host synchronisations).
 4. ``profile``: ``bench.device_profile`` (operators ranked by device and host time for
@@ -74,13 +76,15 @@ def stages(work: Path, batches: str, frames: int) -> list[list[Stage]]:
     """The stages in order; the stages of one inner list run at the same time."""
     sanitizer = compute_sanitizer()
     memcheck = ([sanitizer, "--tool", "memcheck", "--target-processes", "all", "--error-exitcode", "86",
-                 "--print-limit", "100", *PYTEST, "-m", "gpu", *GPU_TEST_FILES] if sanitizer else [])
+                 "--print-limit", "100", *PYTEST, "-m", "gpu"] if sanitizer else [])
     return [
         [Stage("build", [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-e", "."],
                150, {"CFCAM_CUDA": "1"}, scratch_log=True)],
         [Stage("gpu_tests", [*PYTEST, "-m", "gpu", "tests"], 240),
          Stage("kernel_tests", [*PYTEST, "tests/test_kernels.py"], 240),
-         Stage("memcheck", memcheck, 240, {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"})],
+         Stage("memcheck", memcheck and [*memcheck, *GPU_TEST_FILES], 240, {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}),
+         Stage("memcheck_graph", memcheck and [*memcheck, "-k", "cuda_graph", "tests/test_realtime.py"], 240,
+               scratch_log=True)],
         [Stage("checks", [sys.executable, "-m", "bench.device_checks", "--out", str(work / "checks"),
                           "--batches", batches, "--frames", str(frames)], 240)],
         [Stage("profile", [sys.executable, "-m", "bench.device_profile"], 120)],
@@ -149,8 +153,9 @@ def write_summary(out: Path, work: Path, env: dict, groups: list[list[Stage]]) -
     """``summary.md`` and ``session.json`` from what has run so far."""
     every = [stage for group in groups for stage in group]
     lines = ["# GPU session", "", *(f"- {k}: {v}" for k, v in env.items()), "",
-             "| stage | status | seconds |", "|---|---|---|"]
-    lines += [f"| {s.name} | {s.result.get('status', 'not run')} | {s.result.get('seconds', '')} |" for s in every]
+             "| stage | status | seconds | last line of its log |", "|---|---|---|---|"]
+    lines += [f"| {s.name} | {s.result.get('status', 'not run')} | {s.result.get('seconds', '')} "
+              f"| {' '.join(_tail(s.log_path(out, work), 1)).strip('= ')[:120] if s.result else ''} |" for s in every]
     for stage in every:
         if stage.result.get("status", "").startswith(("FAILED", "TIMED")):
             lines += ["", f"## {stage.name}: last lines of {stage.name}.log", "", "```",

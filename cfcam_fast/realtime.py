@@ -16,6 +16,7 @@ construction, the frame then runs as a forward pass under ``torch.inference_mode
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 import warnings
@@ -36,6 +37,15 @@ from .models import IMAGENET_MEAN, IMAGENET_STD
 from .plan import resolve_plan
 
 Head = str | nn.Linear | None
+
+
+def graph_capture_blocker() -> str | None:
+    """Why this process cannot capture a CUDA graph, or ``None``: with PyTorch's caching
+    allocator off (``PYTORCH_NO_CUDA_MEMORY_CACHING``, as memory checkers are often run),
+    every allocation is a ``cudaMalloc``, which a capturing stream refuses."""
+    if os.environ.get("PYTORCH_NO_CUDA_MEMORY_CACHING", "0") not in ("", "0"):
+        return "PYTORCH_NO_CUDA_MEMORY_CACHING is set, so allocations during capture would call cudaMalloc"
+    return None
 
 
 class FrameError(ValueError):
@@ -163,6 +173,10 @@ class RealtimeCFCAM:
 
     def _capture_graph(self, example_input: torch.Tensor) -> None:
         """Warm up on a side stream (kernel compilation, cuDNN choices), then capture one frame."""
+        blocker = graph_capture_blocker()
+        if blocker is not None:
+            warnings.warn(f"RealtimeCFCAM: no CUDA graph, frames run eagerly: {blocker}", stacklevel=3)
+            return
         self._static_x = example_input.detach().clone()
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))

@@ -85,7 +85,7 @@ def test_device_session_dry_run_on_the_cpu(tmp_path):
     written, skipped stages named, the checks' tables folded into the summary."""
     from bench import device_session
 
-    skip = "build,gpu_tests,kernel_tests,memcheck,profile,bench,road,dataset"
+    skip = "build,gpu_tests,kernel_tests,memcheck,memcheck_graph,profile,bench,road,dataset"
     rc = device_session.main(["--out", str(tmp_path), "--skip", skip, "--batches", "1", "--frames", "2"])
     assert rc == 0
     summary = (tmp_path / "summary.md").read_text()
