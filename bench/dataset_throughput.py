@@ -2,6 +2,7 @@
 
     python bench/dataset_throughput.py [--images 96] [--processes 1,2] [--model resnet18]
                                        [--size 224] [--batch-size 8] [--workers N] [--threads N]
+                                       [--device cpu|cuda]
 
 Writes ``--images`` JPEGs (the bundled photos, cropped and resized to 256x256 in turn) to a
 temporary folder and runs ``python -m cfcam_fast explain`` on them (``--random-weights``,
@@ -30,13 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_images(folder: Path, count: int) -> None:
-    """``count`` 256x256 JPEGs cut from the bundled photos (a different crop each time)."""
+    """``count`` 256x256 JPEGs cut from the bundled photos (centred crops that shrink by 8 px per round
+    through the photos, down to half the short side, then start over)."""
     from cfcam_fast.models import bundled_photos
 
     photos = [image for _, image in bundled_photos()]
     for i in range(count):
         photo = photos[i % len(photos)]
-        side = min(photo.size) - 8 * (i // len(photos))
+        side = min(photo.size) - (8 * (i // len(photos))) % (min(photo.size) // 2)  # crops shrink, then repeat
         left, top = (photo.size[0] - side) // 2, (photo.size[1] - side) // 2
         photo.crop((left, top, left + side, top + side)).resize((256, 256)).save(folder / f"{i:04d}.jpg", quality=90)
 
@@ -48,7 +50,7 @@ def run_explain(folder: Path, out: Path, processes: int, args: argparse.Namespac
     if args.workers is not None:
         options += ["--workers", str(args.workers)]
     if processes == 1:
-        command = [sys.executable, "-m", "cfcam_fast", *options]
+        command = [sys.executable, "-m", "cfcam_fast", *options, "--device", args.device]
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                    "-m", "cfcam_fast", *options]
@@ -70,14 +72,16 @@ def ceiling(args: argparse.Namespace, repeats: int = 3) -> float:
     from cfcam_fast.models import load_model
 
     torch.manual_seed(0)
-    model, layer = load_model(args.model, None, "cpu", random_weights=True)
-    x = torch.randn(args.batch_size, 3, args.size, args.size)
+    model, layer = load_model(args.model, None, args.device, random_weights=True)
+    x = torch.randn(args.batch_size, 3, args.size, args.size, device=args.device)
     times = []
     with cf.CFCAM(model, [model.get_submodule(layer)]) as cam:
         cam.explain(x)  # warm-up
         for _ in range(repeats):
             start = time.perf_counter()
             cam.explain(x)
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
             times.append(time.perf_counter() - start)
     return args.batch_size / sorted(times)[len(times) // 2]
 
@@ -91,12 +95,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, help="DataLoader workers per process (default: the CLI's)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every run (default: unset)")
+    parser.add_argument("--device", help="torch device of the one-process run and the ceiling (default: cuda "
+                                         "if available, else cpu; under torchrun the CLI picks each process's)")
     args = parser.parse_args()
     import torch
 
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
     print(f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, torch "
           f"{torch.__version__}; {args.model} (random weights) at {args.size} px, {args.images} JPEGs of "
-          f"256x256, batch {args.batch_size}, CPU, overlays off\n")
+          f"256x256, batch {args.batch_size}, device {args.device}, overlays off\n")
     rows = ["| processes | torch threads each | images/s (dataset loop) | command wall s | images/s (wall) |",
             "|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as temporary:
