@@ -21,7 +21,8 @@ class CFCAMConfig:
     Invalid values raise ``ValueError`` naming the field on construction.
     ``dbscan_backend`` picks the clustering implementation and ``memory_budget_bytes``
     bounds the pairwise-distance stage of the batched backends (images are processed in
-    chunks that fit the budget).
+    chunks that fit the budget). ``None`` sizes it per call: 1 GiB on the CPU, a quarter of
+    what PyTorch can still allocate on a CUDA device (at least 1 GiB).
     """
 
     importance_percentile: float = 75.0
@@ -34,7 +35,7 @@ class CFCAMConfig:
     truncate: float = 4.0
     weighting: str = "softmax"
     dbscan_backend: str = "auto"
-    memory_budget_bytes: int = 1 << 30
+    memory_budget_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("importance_percentile", "eps_percentile"):
@@ -65,11 +66,10 @@ class CFCAMConfig:
             raise ValueError(
                 f"CFCAMConfig.dbscan_backend must be one of {DBSCAN_BACKENDS}, got {self.dbscan_backend!r}"
             )
-        if not isinstance(self.memory_budget_bytes, int) or isinstance(self.memory_budget_bytes, bool) \
-                or self.memory_budget_bytes < 1:
-            raise ValueError(
-                f"CFCAMConfig.memory_budget_bytes must be an int >= 1, got {self.memory_budget_bytes!r}"
-            )
+        budget = self.memory_budget_bytes
+        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
+            raise ValueError(f"CFCAMConfig.memory_budget_bytes must be None (sized per call) or an int >= 1, "
+                             f"got {budget!r}")
 
     def replace(self, **changes) -> CFCAMConfig:
         """A copy with the given fields changed (validated again)."""

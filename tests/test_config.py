@@ -26,7 +26,7 @@ def test_defaults_are_spec_values():
     ("truncate", 0), ("truncate", float("inf")),
     ("weighting", "uniform"),
     ("dbscan_backend", "hdbscan"),
-    ("memory_budget_bytes", 0), ("memory_budget_bytes", 1.5e9),
+    ("memory_budget_bytes", 0), ("memory_budget_bytes", 1.5e9), ("memory_budget_bytes", True),
 ])
 def test_invalid_value_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):

@@ -81,6 +81,22 @@ def test_memory_budget_chunks_give_the_same_result():
     assert torch.equal(whole.maps, chunked.maps)
 
 
+def test_memory_budget_is_the_configs_or_sized_per_device(monkeypatch):
+    from cfcam_fast.backends.torch_backend import CPU_BUDGET, memory_budget
+
+    assert cf.CFCAMConfig().memory_budget_bytes is None
+    assert memory_budget(cf.CFCAMConfig(memory_budget_bytes=12345), torch.device("cuda")) == 12345
+    assert memory_budget(cf.CFCAMConfig(), torch.device("cpu")) == CPU_BUDGET
+    # On CUDA: a quarter of free device memory plus the allocator's cached, unused blocks.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (100 << 30, 141 << 30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 30 << 30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 10 << 30)
+    assert memory_budget(cf.CFCAMConfig(), torch.device("cuda")) == 30 << 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1 << 30, 141 << 30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 10 << 30)
+    assert memory_budget(cf.CFCAMConfig(), torch.device("cuda")) == CPU_BUDGET  # never below the CPU's
+
+
 def test_half_precision_input():
     A = structured(2, 64, 5, 5, seed=9)
     G = torch.randn(2, 64, 5, 5) * 1e-2
