@@ -52,6 +52,7 @@ from .options import (
     add_photos_argument,
     check_backend,
     load_target,
+    non_negative_float,
     photo_paths,
     positive_int,
 )
@@ -101,13 +102,6 @@ def _numbers(what: str, low: float | None = None, high: float | None = None) -> 
     return parse
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``evaluate``."""
     add_input_arguments(parser)
@@ -134,7 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=list(ROAD_PERCENTILES),
                         help="percentiles of each map at which ROAD removes pixels, comma-separated "
                         "(default: 10,20,...,90)")
-    parser.add_argument("--road-noise", type=_non_negative_float, default=0.01,
+    parser.add_argument("--road-noise", type=non_negative_float, default=0.01,
                         help="standard deviation of the noise ROAD adds to imputed pixels (default: 0.01)")
     parser.add_argument("--sanity-steps", type=positive_int, default=2,
                         help="checkpoints of the cascading randomisation to report, evenly spaced from the "
