@@ -50,6 +50,7 @@ def test_explain_two_photos(photos, tmp_path, capsys):
     run = json.loads((out / "run.json").read_text())
     assert (run["images"], run["explained"], run["failed"], run["world_size"]) == (2, 2, 0, 1)
     assert run["plan"].startswith("core:") and " dbscan:" in run["plan"]  # what computed the maps
+    assert 0.0 < run["this_run"]["first_batch_seconds"] <= run["this_run"]["seconds"]
     with (out / "summary.csv").open() as rows:
         assert next(rows).startswith("file,label,overlay,map,class,name,confidence,batch,")
     printed = capsys.readouterr().out

@@ -551,9 +551,7 @@ def _evaluate(args: argparse.Namespace, ctx: Context, out: Path) -> int:
     summary = summarize(records, list(cams), args.seed)
     report = {**config, "device": str(ctx.device), "world_size": ctx.world_size, "images": len(items),
               "evaluated": len(records) - failed, "failed": failed, "bootstrap_resamples": RESAMPLES,
-              "this_run": {"done": outcome.done, "failed": outcome.failed, "skipped_as_done": outcome.skipped,
-                           "seconds": round(outcome.seconds, 3),
-                           "images_per_second": round(outcome.images_per_second, 3)},
+              "this_run": outcome.this_run(),
               "methods": summary}
     write_text_atomic(out / "summary.json", json.dumps(report, indent=2) + "\n")
     text = tables(summary, args, chosen)

@@ -134,9 +134,7 @@ def _explain_images(args: argparse.Namespace, ctx: Context, out: Path) -> int:
     run_info = {**config, "plan": str(plan), "device": str(ctx.device), "world_size": ctx.world_size,
                 "workers": args.workers,
                 "images": len(items), "explained": len(records) - failed, "failed": failed,
-                "this_run": {"done": outcome.done, "failed": outcome.failed, "skipped_as_done": outcome.skipped,
-                             "seconds": round(outcome.seconds, 3),
-                             "images_per_second": round(outcome.images_per_second, 3)}}
+                "this_run": outcome.this_run()}
     write_text_atomic(out / "run.json", json.dumps(run_info, indent=2) + "\n")
     print(outcome.line("explain"))
     if failed == len(items):

@@ -36,18 +36,29 @@ Process = Callable[[Batch, list, set], list]
 @dataclass
 class Outcome:
     """What a run did: ``done`` and ``failed`` in this run (all ranks), ``skipped`` (finished by
-    an earlier run), ``seconds`` (rank 0's wall time) and, on rank 0, the merged ``records``."""
+    an earlier run), ``seconds`` (rank 0's wall time), ``first_batch_seconds`` (rank 0's wall
+    time until its first batch was written: the loader's start, the first decode and every
+    one-time cost of the first call, such as kernel compilation) and, on rank 0, the merged
+    ``records``."""
 
     done: int = 0
     failed: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    first_batch_seconds: float | None = None
     records: list = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
         """Images finished in this run (done or failed) per second of wall time."""
         return (self.done + self.failed) / self.seconds if self.seconds > 0 else 0.0
+
+    def this_run(self) -> dict:
+        """The ``this_run`` entry of the run's JSON summary."""
+        first = None if self.first_batch_seconds is None else round(self.first_batch_seconds, 3)
+        return {"done": self.done, "failed": self.failed, "skipped_as_done": self.skipped,
+                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 3),
+                "first_batch_seconds": first}
 
     def line(self, command: str) -> str:
         """The closing line: the counts of this run."""
@@ -145,6 +156,8 @@ def run_dataset(ctx: Context, items: list[Item], out: Path, *, batch_size: int, 
             wanted = {i for i in batch.indices + [f[0] for f in batch.failures] if items[i].key not in finished}
             records = process(batch, items, wanted)
             writer.write(records)
+            if outcome.first_batch_seconds is None:
+                outcome.first_batch_seconds = time.perf_counter() - start
             bad = sum("error" in r for r in records)
             done, failed = done + len(records) - bad, failed + bad
             _kill_hook(ctx.rank, done + failed)
