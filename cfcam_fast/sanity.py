@@ -72,7 +72,8 @@ def _reinitialise(module: nn.Module, seed: int) -> None:
 
 
 def randomization_sanity(cam: BaseCAM, images: torch.Tensor, targets=None, *, order: str = "cascading",
-                         seed: int = 0, at: Sequence[int] | None = None) -> Sanity:
+                         seed: int = 0, at: Sequence[int] | None = None,
+                         original_maps: torch.Tensor | None = None) -> Sanity:
     """How much ``cam``'s maps change as the model's layers are re-initialised, output first.
 
     The model is deep-copied (the caller's model, its parameters, flags and hooks, is never
@@ -86,6 +87,8 @@ def randomization_sanity(cam: BaseCAM, images: torch.Tensor, targets=None, *, or
     ``at``: the step indices (into ``steps``; negative ones count from the end) at which to
     explain and report, default every step. Every layer is still re-initialised in order;
     only the explanations of the other steps are skipped.
+    ``original_maps``: ``cam``'s maps ``[B, H, W]`` of ``images`` for ``targets``, when the
+    caller has them already (``targets`` is then required): saves one explanation.
     Returns per reported step the Spearman correlation and SSIM of each image's maps with
     the original ones: values that stay near 1 mean the maps do not depend on those weights.
     """
@@ -101,8 +104,17 @@ def randomization_sanity(cam: BaseCAM, images: torch.Tensor, targets=None, *, or
     missing = [type(layer).__name__ for layer in cam.target_layers if id(layer) not in names]
     if missing:
         raise ValueError(f"target layers {missing} are not modules of cam.model; give layers of the model")
-    original = cam.explain(images, targets)
-    classes = original.class_idx
+    if original_maps is None:
+        original = cam.explain(images, targets)
+        classes, original_maps = original.class_idx, original.maps
+    elif targets is None:
+        raise ValueError("original_maps needs the targets they explain: pass targets too")
+    elif not isinstance(original_maps, torch.Tensor) or original_maps.dim() != 3 \
+            or original_maps.shape[0] != images.shape[0]:
+        raise ValueError(f"original_maps must be a [B, H, W] tensor with B = {images.shape[0]}, got "
+                         f"{tuple(getattr(original_maps, 'shape', ())) or type(original_maps).__name__}")
+    else:
+        classes = targets
     with model_lock(cam.model):  # no call of another thread is half-way through the model
         pristine = copy.deepcopy(cam.model)
     layer_names = [names[id(layer)] for layer in cam.target_layers]
@@ -124,8 +136,8 @@ def randomization_sanity(cam: BaseCAM, images: torch.Tensor, targets=None, *, or
         randomised.model = model
         randomised.target_layers = [model.get_submodule(n) for n in layer_names]
         maps = randomised.explain(images, classes).maps
-        rank_corr.append(spearman(original.maps, maps))
-        similarity.append(ssim(original.maps, maps))
+        rank_corr.append(spearman(original_maps, maps))
+        similarity.append(ssim(original_maps, maps))
     return Sanity(steps, torch.stack(rank_corr), torch.stack(similarity), wanted)
 
 

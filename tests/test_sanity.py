@@ -93,6 +93,24 @@ def test_targets_are_fixed_to_the_original_classes():
         assert not np.allclose(explicit.ssim.numpy(), default.ssim.numpy())
 
 
+def test_original_maps_given_save_an_explanation_and_change_nothing(monkeypatch):
+    model = tiny_cnn()
+    x = images(2, 32)
+    cam = cf.GradCAM(model, [model.features])
+    computed = metrics.randomization_sanity(cam, x, seed=2)
+    original = cam.explain(x)
+    calls = []
+    explain = cf.GradCAM.explain
+    monkeypatch.setattr(cf.GradCAM, "explain", lambda self, *a, **k: calls.append(1) or explain(self, *a, **k))
+    given = metrics.randomization_sanity(cam, x, original.class_idx, seed=2, original_maps=original.maps)
+    assert len(calls) == len(STEPS)  # one explanation per step, none for the original
+    assert torch.equal(given.spearman, computed.spearman) and torch.equal(given.ssim, computed.ssim)
+    with pytest.raises(ValueError, match="needs the targets"):
+        metrics.randomization_sanity(cam, x, original_maps=original.maps)
+    with pytest.raises(ValueError, match=r"original_maps must be a \[B, H, W\] tensor with B = 2"):
+        metrics.randomization_sanity(cam, x, original.class_idx, original_maps=original.maps[:1])
+
+
 def test_bad_arguments():
     model = tiny_cnn()
     cam = cf.GradCAM(model, [model.features])

@@ -307,7 +307,7 @@ def _sanity(e: Explained) -> dict:
     output, at ``args.sanity_at`` (cascading, seeded with ``--seed``: the same random layers
     for every batch)."""
     result = metrics.randomization_sanity(e.cam, e.x, e.classes, order="cascading", seed=e.args.seed,
-                                          at=e.args.sanity_at)
+                                          at=e.args.sanity_at, original_maps=e.maps)
     values = {}
     for row, step in enumerate(result.at):
         tag = f"{step + 1}_of_{len(result.steps)}"
