@@ -4,9 +4,10 @@ Inputs (``collect``): image files; folders, either flat (every image inside, sor
 the ImageFolder layout (one sub-folder per class, its name kept as the image's ``label``);
 list files (``.txt``, ``.lst``, ``.list``: one image path per line, relative paths resolved
 against the list file's folder, blank lines and lines starting with ``#`` ignored); no input
-at all: the photos bundled with scikit-image and scikit-learn. The items come back sorted by
-``key`` (the path as given or resolved, or ``bundled:<name>``), each once, so every process
-of a sharded run sees the same list.
+at all: a set of photos the installed libraries ship (``PHOTO_SETS``: ``bundled``, the
+demo's, or ``shipped``, every one), read from those libraries, never written to disk. The
+items come back sorted by ``key`` (the path as given or resolved, or ``<set>:<name>``), each
+once, so every process of a sharded run sees the same list.
 
 Reading (``ImageDataset``, ``collate``, ``loader``): a worker decodes and preprocesses one
 image per ``__getitem__``; a file that cannot be read comes back as an error record instead
@@ -27,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
-BUNDLED = "bundled:"
+PHOTO_SETS = ("bundled", "shipped")  # models.bundled_photos(), models.shipped_photos()
 
 
 @dataclass(frozen=True)
@@ -86,16 +87,17 @@ def _folder_entries(folder: Path, extensions: set[str]) -> list[tuple[Path, str,
     return [(p, p.name, None) for p in images(folder, False)]
 
 
-def collect(paths: Sequence[str]) -> list[Item]:
-    """The items to read for command-line ``paths`` (see the module docstring), sorted by key.
+def collect(paths: Sequence[str], photos: str = "bundled") -> list[Item]:
+    """The items to read for command-line ``paths`` (see the module docstring), sorted by key;
+    with no paths, the photo set ``photos`` (one of ``PHOTO_SETS``).
 
     ``ValueError`` for a path that does not exist or a folder without images. A path inside
     a list file that does not exist is kept: reading it fails and is recorded for that image.
     """
     if not paths:
-        from .models import bundled_photos
-
-        return sorted((Item(BUNDLED + name, safe_name(name)) for name, _ in bundled_photos()),
+        if photos not in PHOTO_SETS:
+            raise ValueError(f"photos must be one of {PHOTO_SETS}, got {photos!r}")
+        return sorted((Item(f"{photos}:{name}", safe_name(name)) for name in _photo_set(photos)),
                       key=lambda item: item.key)
     extensions = image_extensions()
     entries: dict[str, tuple[str, str | None]] = {}  # key -> (relative path, label)
@@ -134,19 +136,21 @@ def collect(paths: Sequence[str]) -> list[Item]:
     return items
 
 
-@lru_cache(maxsize=1)
-def _bundled() -> dict:
-    from .models import bundled_photos
+@lru_cache(maxsize=len(PHOTO_SETS))
+def _photo_set(name: str) -> dict:
+    """The photos of set ``name`` by their names, read once per process."""
+    from . import models
 
-    return dict(bundled_photos())
+    return dict(models.bundled_photos() if name == "bundled" else models.shipped_photos())
 
 
 def read_image(key: str):
     """The RGB image behind item key ``key``; ``ValueError`` naming the reason if unreadable."""
     from .models import load_image
 
-    if key.startswith(BUNDLED):
-        return _bundled()[key[len(BUNDLED):]]
+    prefix, _, name = key.partition(":")
+    if prefix in PHOTO_SETS and not Path(key).is_file() and name in _photo_set(prefix):
+        return _photo_set(prefix)[name]
     if not Path(key).is_file():
         raise ValueError(f"no such file: {key}")
     return load_image(key)

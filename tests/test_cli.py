@@ -69,6 +69,8 @@ def test_a_rerun_skips_what_is_done_and_other_options_are_refused(photos, tmp_pa
     assert _records(out) == first
     assert main([*args, "--weighting", "linear"]) == 1
     assert "holds results made with other options (weighting differ)" in capsys.readouterr().err
+    assert main([*args, "--photos", "shipped"]) == 1
+    assert "give paths or --photos, not both" in capsys.readouterr().err
 
 
 def test_folder_input_takes_only_images_in_sorted_order(photos, tmp_path):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from cfcam_fast.bootstrap import bootstrap_mean
 from cfcam_fast.dataset import (
-    BUNDLED,
+    PHOTO_SETS,
     ImageDataset,
     Item,
     collate,
@@ -70,9 +70,22 @@ def test_files_folders_and_list_files_together_each_file_once(tmp_path):
         collect([str(tmp_path / "hollow")])
 
 
+def test_the_shipped_photo_set_is_read_from_the_libraries():
+    from cfcam_fast.dataset import read_image
+    from cfcam_fast.models import shipped_photos
+
+    items = collect([], "shipped")
+    assert [i.key for i in items] == sorted(f"shipped:{name}" for name, _ in shipped_photos())
+    assert read_image(items[0].key).mode == "RGB"
+    with pytest.raises(ValueError, match="no such file: shipped:nothing"):
+        read_image("shipped:nothing")
+    with pytest.raises(ValueError, match="photos must be one of"):
+        collect([], "mine")
+
+
 def test_no_input_is_the_bundled_photos():
     items = collect([])
-    assert items and all(i.key.startswith(BUNDLED) for i in items)
+    assert items and all(i.key.startswith("bundled:") for i in items) and "bundled" in PHOTO_SETS
     assert [i.key for i in items] == sorted(i.key for i in items)
     sample = ImageDataset(items[:1], size=16)[0]
     assert sample["pixels"].shape == (3, 16, 16)

@@ -51,9 +51,10 @@ from .options import (
     add_input_arguments,
     add_photos_argument,
     check_backend,
+    collect_inputs,
     load_target,
     non_negative_float,
-    photo_paths,
+    photo_set,
     positive_int,
 )
 from .sharded import base_record, failure_record, run_command, run_dataset, timed_explain
@@ -514,12 +515,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace, ctx: Context, out: Path) -> int:
-    from ..dataset import collect
     from ..sanity import randomizable_layers
 
     names = select_methods(args.methods)
     chosen = select_metrics(args.metrics)
-    items = collect(photo_paths(args, out / "photos", ctx))
+    items = collect_inputs(args)
     target = load_target(args, ctx.device, args.size)
     check_backend(args.backend, ctx.device)
     cams = methods(target.model, target.layer, args.backend, target.transform, names, args.batch_size)
@@ -531,7 +531,7 @@ def _evaluate(args: argparse.Namespace, ctx: Context, out: Path) -> int:
               "scales": args.scales, "draws": args.draws, "seed": args.seed, "method_names": list(cams),
               "metric_groups": [m.name for m in chosen], "road_percentiles": args.road_percentiles,
               "road_noise": args.road_noise, "sanity_steps_reported": [s + 1 for s in args.sanity_at],
-              "sanity_layers": args.sanity_layers, "photos": args.photos or ("bundled" if not args.paths else None)}
+              "sanity_layers": args.sanity_layers, "photos": None if args.paths else photo_set(args)}
 
     warmed: set = set()
 

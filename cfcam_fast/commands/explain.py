@@ -49,7 +49,17 @@ from typing import TYPE_CHECKING
 from ..dataset import Batch, Item
 from ..distributed import Context
 from ..outputs import save_map, write_file_atomic, write_text_atomic
-from .options import add_dataset_arguments, add_input_arguments, check_backend, device_option, load_target, positive_int
+from .options import (
+    add_dataset_arguments,
+    add_input_arguments,
+    add_photos_argument,
+    check_backend,
+    collect_inputs,
+    device_option,
+    load_target,
+    photo_set,
+    positive_int,
+)
 from .sharded import base_record, failure_record, run_command, run_dataset, timed_explain, write_csv
 
 if TYPE_CHECKING:
@@ -65,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..config import FILTERS, WEIGHTINGS
 
     add_input_arguments(parser)
+    add_photos_argument(parser)
     add_dataset_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default: 8)")
     parser.add_argument("--size", type=positive_int, default=224,
@@ -88,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     ``ValueError`` naming the bad input, or when no image could be explained."""
     from ..video import is_video
 
+    photo_set(args)  # --photos with paths is refused before any of them is read
     videos = [path for path in args.paths if is_video(path)]
     if videos:
         if len(videos) != len(args.paths):
@@ -99,11 +111,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _explain_images(args: argparse.Namespace, ctx: Context, out: Path) -> int:
     from .. import CFCAM, CFCAMConfig
-    from ..dataset import collect
     from ..models import imagenet_classes
     from ..plan import resolve_plan
 
-    items = collect(args.paths)
+    items = collect_inputs(args)
     target = load_target(args, ctx.device, args.size)
     check_backend(args.backend, ctx.device)
     classes = imagenet_classes()

@@ -149,35 +149,28 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                         "before it gives up with an error (default: %(default)g)")
 
 
-PHOTOS = ("bundled", "shipped")
-
-
 def add_photos_argument(parser: argparse.ArgumentParser) -> None:
     """``--photos``: which photos to use when no paths are given."""
-    parser.add_argument("--photos", choices=PHOTOS, default=None,
+    from ..dataset import PHOTO_SETS
+
+    parser.add_argument("--photos", choices=PHOTO_SETS, default=None,
                         help="with no paths: bundled (the 7 photos of scikit-image and scikit-learn the "
                         "demo uses) or shipped (every photograph the installed scikit-image, scikit-learn "
-                        "and matplotlib ship, 22 with current versions) (default: bundled)")
+                        "and matplotlib ship, 22 with current versions), read from those libraries "
+                        "(default: bundled)")
 
 
-def photo_paths(args: argparse.Namespace, folder, ctx) -> list[str]:
-    """The command's paths, or for ``--photos shipped`` the shipped photos written as PNG
-    files (lossless) to ``folder`` by rank 0 (the others wait for it) and given as that
-    folder; ``ValueError`` if ``--photos`` comes with paths."""
-    from pathlib import Path
-
+def photo_set(args: argparse.Namespace) -> str:
+    """The photo set the command reads when it has no paths; ``ValueError`` if ``--photos``
+    comes with paths."""
     if args.photos is not None and args.paths:
         raise ValueError("--photos chooses the photos used when no paths are given; give paths or --photos, "
                          "not both")
-    if args.photos != "shipped":
-        return list(args.paths)
-    from ..models import shipped_photos
-    from ..outputs import write_file_atomic
+    return args.photos or "bundled"
 
-    folder = Path(folder)
-    if ctx.main:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, image in shipped_photos():
-            write_file_atomic(folder / f"{name}.png", lambda temporary, image=image: image.save(temporary, "PNG"))
-    ctx.barrier("writing the shipped photos")
-    return [str(folder)]
+
+def collect_inputs(args: argparse.Namespace) -> list:
+    """The dataset items of the command's paths, or with none of its photo set (``dataset.collect``)."""
+    from ..dataset import collect
+
+    return collect(args.paths, photo_set(args))
