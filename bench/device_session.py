@@ -16,7 +16,9 @@ Stages, each a subprocess with its own log under ``DIR`` and a time limit, in th
    timings at batch 1 and 64, frame latency p50/p99, host synchronisations).
 4. ``profile``: ``bench.device_profile`` (operators ranked by device and host time for
    the paths the targets read).
-5. ``bench``: the benchmark runner's CUDA rows, batch 1 and 64, three models (``--models``).
+5. ``bench``: the benchmark runner's CUDA rows, batch 1 and 64, three models (``--models``),
+   every path or those of ``--bench-paths`` (a short session times ``triton,grad-cam`` only:
+   the authors' algorithm and scikit-learn's DBSCAN take most of the stage's minutes).
 6. ``road``: ``bench.road`` on CUDA (64 images; grad-cam's CPU imputer on 8), its table
    folded into ``summary.md`` (its log stays in the scratch folder).
 7. ``dataset``: ``bench/dataset_throughput.py``, ``cfcam-fast explain`` over 512 JPEGs at
@@ -72,7 +74,7 @@ def compute_sanitizer() -> str | None:
     return None
 
 
-def stages(work: Path, batches: str, frames: int, models: str) -> list[list[Stage]]:
+def stages(work: Path, batches: str, frames: int, models: str, bench_paths: str) -> list[list[Stage]]:
     """The stages in order; the stages of one inner list run at the same time."""
     sanitizer = compute_sanitizer()
     memcheck = ([sanitizer, "--tool", "memcheck", "--target-processes", "all", "--error-exitcode", "86",
@@ -90,7 +92,7 @@ def stages(work: Path, batches: str, frames: int, models: str) -> list[list[Stag
         [Stage("profile", [sys.executable, "-m", "bench.device_profile"], 120)],
         [Stage("bench", [sys.executable, "-m", "cfcam_fast.cli", "bench",
                          "--models", models,
-                         "--batches", batches, "--repeats", "3", "--warmup", "1",
+                         "--batches", batches, "--repeats", "3", "--warmup", "1", "--paths", bench_paths,
                          "--out", str(work / "bench")], 240)],
         [Stage("road", [sys.executable, "-m", "bench.road", "--device", "cuda", "--images", "64",
                         "--gradcam-images", "8"], 120, scratch_log=True)],
@@ -184,12 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="1,64")
     parser.add_argument("--frames", type=int, default=300, help="timed frames per latency row")
     parser.add_argument("--models", default="resnet18,resnet50,efficientnet_lite0", help="the runner's models")
+    parser.add_argument("--bench-paths", default="", help="the runner's --paths (default: every path)")
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.budget_s
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="cfcam_session_"))
     skip = {s for s in args.skip.split(",") if s}
-    groups = stages(work, args.batches, args.frames, args.models)
+    groups = stages(work, args.batches, args.frames, args.models, args.bench_paths)
     env = environment()
     for group in groups:
         todo = [s for s in group if s.name not in skip]

@@ -41,6 +41,20 @@ def test_runner_writes_every_path(quick_run, capsys):
     assert (out / "results.png").stat().st_size > 0
 
 
+def test_paths_times_only_the_chosen_rows_and_the_floor(tmp_path, capsys):
+    out = tmp_path / "b"
+    assert runner.main(["--models", "resnet18", "--batches", "1", "--device", "cpu", "--repeats", "1",
+                        "--warmup", "0", "--paths", "dbscan NATIVE", "--out", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    timed = [r["path"] for r in doc["results"] if r["median_s"] is not None]
+    assert timed == ["floor: forward + backward to layer", "cfcam_fast torch, DBSCAN native",
+                     "cfcam_fast torch, DBSCAN native, post-processing only"]
+    assert {r["skipped"] for r in doc["results"] if r["path"] not in timed} >= {"not selected (--paths)"}
+    assert doc["settings"]["paths"] == ["dbscan NATIVE"]
+    assert runner.main(["--paths", "native,warp", "--device", "cpu", "--out", str(out)]) == 1
+    assert "--paths: ['warp'] match no path; the paths are: floor" in capsys.readouterr().err
+
+
 def test_bad_options_are_one_line_errors(tmp_path, capsys):
     assert runner.main(["--models", " , ", "--out", str(tmp_path)]) == 1
     assert "--models" in capsys.readouterr().err

@@ -21,7 +21,7 @@ import torch
 
 from ..commands.options import device_option
 from . import report
-from .paths import build_paths
+from .paths import FLOOR, build_paths, path_names
 
 MODELS = ("resnet18", "resnet50", "efficientnet_lite0")
 IMAGE_SIZE = 224
@@ -63,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=_int_at_least(1),
                         help="torch CPU threads (default: torch's own choice); 1 avoids the collapse "
                         "of multi-threaded kernels on a CPU shared with other busy processes")
+    parser.add_argument("--paths", default="",
+                        help="comma-separated parts of path names: time only the paths whose name holds one "
+                             "(case-insensitive), and the floor; the others are listed as not selected "
+                             "(default: every path)")
     parser.add_argument("--out", default="bench/out", help="output folder (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="smallest model, batch 1, one repeat (a smoke test of the runner)")
@@ -131,9 +135,25 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
+def selected(name: str, parts: Sequence[str]) -> bool:
+    """Whether the path called ``name`` is timed under ``--paths`` ``parts`` (none: every path;
+    the floor always, since every ratio reads it)."""
+    return not parts or name == FLOOR or any(part.lower() in name.lower() for part in parts)
+
+
+def path_parts(text: str, device: torch.device) -> list[str]:
+    """``--paths`` as a list; ``ValueError`` for a part that names no path on ``device``."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    names = path_names(device)
+    unknown = [p for p in parts if not any(p.lower() in n.lower() for n in names)]
+    if unknown:
+        raise ValueError(f"--paths: {unknown} match no path; the paths are: {'; '.join(names)}")
+    return parts
+
+
 def bench_model(name: str, batches: Sequence[int], device: torch.device, warmup: int, repeats: int,
-                log=print) -> list[dict]:
-    """Rows for every path of model ``name`` at each batch size."""
+                log=print, parts: Sequence[str] = ()) -> list[dict]:
+    """Rows for every path of model ``name`` at each batch size (timed where ``selected``)."""
     from cfcam_fast.models import load_model, resolve_layer
 
     model, layer_name = load_model(name, device=device)
@@ -143,6 +163,9 @@ def bench_model(name: str, batches: Sequence[int], device: torch.device, warmup:
         torch.manual_seed(0)
         x = torch.randn(batch, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
         paths = build_paths(model, layer, x)
+        for path in paths:
+            if path.run is not None and not selected(path.name, parts):
+                path.run, path.skipped = None, "not selected (--paths)"
         with torch.no_grad():
             _, layer_out = _layer_shape(model, layer, x)
         timed = [p for p in paths if p.run is not None]
@@ -193,6 +216,7 @@ def _run(args: argparse.Namespace) -> int:
     if not models:
         raise ValueError("--models: name at least one model")
     batches = args.batches or ([1, 8, 64] if device.type == "cuda" else [1, 8])
+    parts = path_parts(args.paths, device)
     repeats = args.repeats
     if args.quick:
         models, batches, repeats = [MODELS[0]], [1], 1
@@ -201,12 +225,13 @@ def _run(args: argparse.Namespace) -> int:
     rows = []
     for name in models:
         _log(f"{name} on {device}")
-        rows += bench_model(name, batches, device, args.warmup, repeats, _log)
+        rows += bench_model(name, batches, device, args.warmup, repeats, _log, parts)
     report.add_ratios(rows)
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": machine_info(device), "device": str(device), "versions": _versions(),
             "git_commit": _git_commit(),
-            "settings": {"models": models, "batches": batches, "warmup": args.warmup, "repeats": repeats,
+            "settings": {"models": models, "batches": batches, "paths": parts or "all",
+                         "warmup": args.warmup, "repeats": repeats,
                          "image_size": IMAGE_SIZE, "statistic": "median"}}
     table = report.markdown(rows, str(device))
     print(table)
