@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -87,14 +86,6 @@ def load_target(args: argparse.Namespace, device, size: int = 224) -> Target:
     transform = reshape_transform(model, args.reshape)
     check_layer(model, name, transform, size)
     return Target(model, name, layer, transform)
-
-
-def skipped(source: str, reason: str) -> dict:
-    """Report on stderr that ``source`` is skipped; returns its summary entry ``{file, error}``."""
-    from tqdm import tqdm
-
-    tqdm.write(f"cfcam-fast: skipped {source}: {reason}", file=sys.stderr)
-    return {"file": source, "error": reason}
 
 
 def check_backend(name: str, device) -> None:
