@@ -123,17 +123,19 @@ def collect(paths: Sequence[str], photos: str = "bundled") -> list[Item]:
             entries.setdefault(str(path), (path.name, None))
         else:
             raise ValueError(f"no such file or folder: {text}")
-    items, used = [], set()
-    for key in sorted(entries):
-        relative, label = entries[key]
-        stem = safe_name(relative)
-        name, n = stem, 1
-        while name in used:
-            n += 1
-            name = f"{stem}_{n}"
-        used.add(name)
-        items.append(Item(key, name, label))
-    return items
+    used: set[str] = set()
+    return [Item(key, unique_name(safe_name(entries[key][0]), used), entries[key][1]) for key in sorted(entries)]
+
+
+def unique_name(stem: str, used: set[str]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3``, ... if taken: the first name not in ``used``,
+    which is added to it."""
+    name, n = stem, 1
+    while name in used:
+        n += 1
+        name = f"{stem}_{n}"
+    used.add(name)
+    return name
 
 
 @lru_cache(maxsize=len(PHOTO_SETS))

@@ -46,7 +46,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..dataset import Batch, Item
+from ..dataset import Batch, Item, unique_name
 from ..distributed import Context
 from ..outputs import save_map, write_file_atomic, write_text_atomic
 from .options import (
@@ -242,13 +242,7 @@ def _explain_videos(args: argparse.Namespace, paths: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     failed, used = 0, set()
     for text in paths:
-        stem, n = Path(text).stem, 1
-        name = stem
-        while name in used:
-            n += 1
-            name = f"{stem}_{n}"
-        used.add(name)
-        failed += _explain_video(rt, Path(text), out / name, classes,
+        failed += _explain_video(rt, Path(text), out / unique_name(Path(text).stem, used), classes,
                                  f"model {args.model}, layer {layer_name}, device {device}")
     return 1 if failed else 0
 
