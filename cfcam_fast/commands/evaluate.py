@@ -56,6 +56,7 @@ from .options import (
     non_negative_float,
     photo_set,
     positive_int,
+    run_config,
 )
 from .sharded import base_record, failure_record, run_command, run_dataset, timed_explain
 
@@ -525,10 +526,8 @@ def _evaluate(args: argparse.Namespace, ctx: Context, out: Path) -> int:
     cams = methods(target.model, target.layer, args.backend, target.transform, names, args.batch_size)
     args.sanity_layers = len(randomizable_layers(target.model))
     args.sanity_at = sanity_checkpoints(args.sanity_layers, args.sanity_steps)
-    config = {"command": "evaluate", "model": args.model, "weights": args.weights,
-              "random_weights": args.random_weights, "layer": target.layer_name, "reshape": args.reshape,
-              "backend": args.backend, "size": args.size, "batch_size": args.batch_size, "steps": args.steps,
-              "scales": args.scales, "draws": args.draws, "seed": args.seed, "method_names": list(cams),
+    config = {**run_config("evaluate", args, target), "steps": args.steps, "scales": args.scales,
+              "draws": args.draws, "seed": args.seed, "method_names": list(cams),
               "metric_groups": [m.name for m in chosen], "road_percentiles": args.road_percentiles,
               "road_noise": args.road_noise, "sanity_steps_reported": [s + 1 for s in args.sanity_at],
               "sanity_layers": args.sanity_layers, "photos": None if args.paths else photo_set(args)}

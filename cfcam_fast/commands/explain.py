@@ -59,6 +59,7 @@ from .options import (
     load_target,
     photo_set,
     positive_int,
+    run_config,
 )
 from .sharded import base_record, failure_record, run_command, run_dataset, timed_explain, write_csv
 
@@ -122,10 +123,7 @@ def _explain_images(args: argparse.Namespace, ctx: Context, out: Path) -> int:
                f"{args.model}, layer {target.layer_name}") if args.annotate else None
     if args.save_maps:
         (out / "maps").mkdir(parents=True, exist_ok=True)
-    config = {"command": "explain", "model": args.model, "weights": args.weights,
-              "random_weights": args.random_weights, "layer": target.layer_name, "reshape": args.reshape,
-              "backend": args.backend, "filter": args.filter, "weighting": args.weighting, "size": args.size,
-              "batch_size": args.batch_size}
+    config = {**run_config("explain", args, target), "filter": args.filter, "weighting": args.weighting}
     with CFCAM(target.model, [target.layer], reshape_transform=target.transform,
                config=CFCAMConfig(filter=args.filter, weighting=args.weighting), backend=args.backend) as cam:
         def process(batch: Batch, items: list[Item], wanted: set) -> list[dict]:

@@ -88,6 +88,15 @@ def load_target(args: argparse.Namespace, device, size: int = 224) -> Target:
     return Target(model, name, layer, transform)
 
 
+def run_config(command: str, args: argparse.Namespace, target: Target) -> dict:
+    """The options every dataset run records in its ``config.json`` (a rerun into the same
+    ``--out`` must match them): the command, the model, weights, layer, reshape, backend,
+    image size and batch size."""
+    return {"command": command, "model": args.model, "weights": args.weights, "random_weights": args.random_weights,
+            "layer": target.layer_name, "reshape": args.reshape, "backend": args.backend, "size": args.size,
+            "batch_size": args.batch_size}
+
+
 def check_backend(name: str, device) -> None:
     """``ValueError`` unless CF-CAM backend ``name`` can run on ``device``."""
     from ..backends import resolve
