@@ -21,6 +21,7 @@ from .cam import BaseCAM, combine_layers
 from .capture import Captured, Targets, _logits, capture_forward, eval_mode
 from .config import CFCAMResult
 from .core import check_captured
+from .metric_inputs import positive_int
 
 SCORECAM_EPS = 1e-8  # the denominator guard of the grad-cam package's mask normalisation
 
@@ -32,13 +33,6 @@ def per_image_targets(targets: Targets, class_idx: torch.Tensor) -> list:
     if targets is None or isinstance(targets, torch.Tensor):
         return classes
     return [t if callable(t) else c for t, c in zip(targets, classes)]
-
-
-def positive_int(name: str, value) -> int:
-    """``value`` if it is an int >= 1, else a ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
 
 
 class _ForwardCAM(BaseCAM):

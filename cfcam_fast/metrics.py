@@ -19,7 +19,7 @@ from torch import nn
 from .cam import BaseCAM
 from .capture import capture, capture_classes, eval_mode
 from .filters import gaussian_taps
-from .metric_inputs import check_batch_size, check_images_maps, class_indices
+from .metric_inputs import check_cam, check_classes, check_images, check_images_maps, class_indices, positive_int
 from .road import road as road  # re-exported: metrics.road
 from .sanity import randomization_sanity as randomization_sanity  # re-exported
 from .similarity import pearson as pearson  # re-exported: metrics.pearson
@@ -71,8 +71,7 @@ def _clean_confidence(model, images, targets, batch_size) -> tuple[torch.Tensor,
     """The target classes ``[B]`` and their confidence on the clean images."""
     probs = _probabilities(model, images, batch_size)
     classes = probs.argmax(1) if targets is None else class_indices(targets, images.shape[0], images.device)
-    if bool(((classes < 0) | (classes >= probs.shape[1])).any()):
-        raise ValueError(f"target classes must lie in [0, {probs.shape[1]}), got {classes.tolist()}")
+    check_classes(classes, probs.shape[1])
     return classes, probs.gather(1, classes[:, None])[:, 0]
 
 
@@ -98,7 +97,7 @@ def confidence_change(model: nn.Module, images: torch.Tensor, maps: torch.Tensor
     """Confidence on each image and on the image multiplied by its map (``"multiply"``) or by
     the mask ``map > 0.5`` (``"threshold"``): both of ``average_drop`` and
     ``increase_in_confidence`` from one pass over the model."""
-    check_batch_size(batch_size)
+    positive_int("batch_size", batch_size)
     check_images_maps(images, maps)
     if variant not in ("multiply", "threshold"):
         raise ValueError(f"variant must be 'multiply' or 'threshold', got {variant!r}")
@@ -148,10 +147,9 @@ class Curves(NamedTuple):
 def deletion_insertion_curves(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=None, *,
                               steps: int = 100, baseline: str = "zero", batch_size: int = 64) -> Curves:
     """The curves behind ``deletion_insertion`` (same arguments)."""
-    check_batch_size(batch_size)
+    positive_int("batch_size", batch_size)
     check_images_maps(images, maps)
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    positive_int("steps", steps)
     if baseline not in ("zero", "blur"):
         raise ValueError(f"baseline must be 'zero' or 'blur', got {baseline!r}")
     B, C = images.shape[:2]
@@ -173,8 +171,7 @@ def deletion_insertion_curves(model: nn.Module, images: torch.Tensor, maps: torc
             from_image = torch.where(curve[:, None] == 0, ~top, top)[:, None]
             x = torch.where(from_image, flat_images[b], flat_base[b]).reshape(-1, C, *images.shape[2:])
             probs = torch.softmax(model(x).flatten(1).float(), dim=1)
-            if bool(((classes < 0) | (classes >= probs.shape[1])).any()):
-                raise ValueError(f"target classes must lie in [0, {probs.shape[1]}), got {classes.tolist()}")
+            check_classes(classes, probs.shape[1])
             scores.append(probs.gather(1, classes[b][:, None])[:, 0])
     curves = torch.cat(scores).reshape(B, 2, steps + 1)
     return Curves(counts.to(curves.dtype) / N, curves[:, 0], curves[:, 1])
@@ -219,13 +216,11 @@ def robustness(cam: BaseCAM, images: torch.Tensor, targets=None, *, scales: Sequ
     the CAM's core (for CF-CAM: from step 2 on) rebuilds the map. SSIMs are averaged over
     the draws; the noise comes from a generator seeded with ``seed`` on the images' device.
     """
-    if not isinstance(cam, BaseCAM):
-        raise ValueError(f"cam must be a cfcam_fast CAM (CFCAM, GradCAM, GradCAMPlusPlus), got {type(cam).__name__}")
+    check_cam(cam)
     scales = list(scales)
     if not scales or any(not isinstance(s, (int, float)) or isinstance(s, bool) or s < 0 for s in scales):
         raise ValueError(f"scales must be a non-empty list of numbers >= 0, got {scales!r}")
-    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
-        raise ValueError(f"draws must be an int >= 1, got {draws!r}")
+    positive_int("draws", draws)
     captured = capture(cam.model, images, cam.target_layers, targets, cam.reshape_transform,
                        output_selector=cam.output_selector, layer_call=cam.layer_call)
     size = tuple(images.shape[-2:])
@@ -262,11 +257,9 @@ def class_sensitivity(cam: BaseCAM, images: torch.Tensor, *, pair: str = "top-bo
     most likely. Per chunk of ``batch_size`` images the model runs one forward and one
     batched backward for both classes (``capture.capture_classes``).
     """
-    if not isinstance(cam, BaseCAM):
-        raise ValueError(f"cam must be a cfcam_fast CAM (CFCAM, GradCAM, GradCAMPlusPlus), got {type(cam).__name__}")
-    check_batch_size(batch_size)
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ValueError(f"images must be a [B, C, H, W] tensor, got {getattr(images, 'shape', type(images))}")
+    check_cam(cam)
+    positive_int("batch_size", batch_size)
+    check_images(images)
     select = _pair_classes(pair)
     size = tuple(images.shape[-2:])
     parts = []

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .capture import eval_mode
-from .metric_inputs import check_batch_size, check_images_maps, class_indices
+from .metric_inputs import check_classes, check_images_maps, check_seed, class_indices, positive_int
 
 PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 ORDERS = ("morf", "lerf", "combined")
@@ -178,8 +178,7 @@ def _check_percentiles(percentiles) -> tuple:
 
 def _scores(logits: torch.Tensor, classes: torch.Tensor, score: str) -> torch.Tensor:
     logits = logits.flatten(1).float()
-    if bool(((classes < 0) | (classes >= logits.shape[1])).any()):
-        raise ValueError(f"target classes must lie in [0, {logits.shape[1]}), got {classes.tolist()}")
+    check_classes(classes, logits.shape[1])
     values = torch.softmax(logits, dim=1) if score == "probability" else logits
     return values.gather(1, classes[:, None])[:, 0]
 
@@ -208,7 +207,7 @@ def road(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=Non
     reproduce grad-cam's values. ``batch_size`` is the number of imputed images solved
     and scored per model call.
     """
-    check_batch_size(batch_size)
+    positive_int("batch_size", batch_size)
     check_images_maps(images, maps)
     if not maps.is_floating_point():
         raise ValueError(f"maps must be floating point, got {maps.dtype}")
@@ -219,8 +218,7 @@ def road(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets=Non
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
         raise ValueError(f"noise must be a number >= 0 (a standard deviation), got {noise!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    check_seed(seed)
     B, C, H, W = images.shape
     P = len(percentiles)
     device = images.device

@@ -14,6 +14,7 @@ from torch import nn
 
 from .cam import BaseCAM
 from .capture import model_lock
+from .metric_inputs import check_cam, check_images, check_seed
 from .similarity import pearson, ssim
 
 ORDERS = ("cascading", "independent")
@@ -92,14 +93,11 @@ def randomization_sanity(cam: BaseCAM, images: torch.Tensor, targets=None, *, or
     Returns per reported step the Spearman correlation and SSIM of each image's maps with
     the original ones: values that stay near 1 mean the maps do not depend on those weights.
     """
-    if not isinstance(cam, BaseCAM):
-        raise ValueError(f"cam must be a cfcam_fast CAM (CFCAM, GradCAM, GradCAMPlusPlus), got {type(cam).__name__}")
+    check_cam(cam)
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ValueError(f"images must be a [B, C, H, W] tensor, got {getattr(images, 'shape', type(images))}")
+    check_seed(seed)
+    check_images(images)
     names = {id(m): name for name, m in cam.model.named_modules()}
     missing = [type(layer).__name__ for layer in cam.target_layers if id(layer) not in names]
     if missing:

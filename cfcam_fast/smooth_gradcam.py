@@ -10,9 +10,10 @@ from torch import nn
 from .baselines import unclustered_result, weighted_map
 from .cam import BaseCAM, combine_layers
 from .capture import Targets, capture, capture_forward
-from .comparators import per_image_targets, positive_int
+from .comparators import per_image_targets
 from .config import CFCAMResult
 from .core import check_captured
+from .metric_inputs import positive_int
 
 SMOOTH_GRADCAM_PLUSPLUS_EPS = 1e-8  # the denominator guard of torchcam's SmoothGradCAMpp
 
