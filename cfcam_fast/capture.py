@@ -176,12 +176,13 @@ def _logits(out, output_selector: Callable | None) -> torch.Tensor:
 
 @contextmanager
 def _hooked_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Module],
-                    layer_call: int | None = None):
-    """Forward ``x`` in eval mode with grad enabled; yields the model's output and the
+                    layer_call: int | None = None, *, grad: bool = True):
+    """Forward ``x`` in eval mode, grad enabled; yields the model's output and the
     target layers' outputs (graph kept): the call ``layer_call`` of a layer that runs
     several times, which without it is an error. Hooks and training flags are restored on
     exit, and the model's lock is held until then, so the caller's backward runs under it
-    too."""
+    too. ``grad=False``: under ``no_grad`` instead, each kept output a detached copy (the
+    model goes on with its own)."""
     x = _check_input(x)
     check_hookable(model, layers)
     outputs: list[list[torch.Tensor]] = [[] for _ in layers]
@@ -189,6 +190,9 @@ def _hooked_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Modul
     def keeper(i):
         def hook(module, inputs, output):
             _check_layer_output(model, module, output)
+            if not grad:
+                outputs[i].append(output.detach().clone())  # in-place ops after the layer cannot reach it
+                return None
             if not output.requires_grad:
                 output = output.detach().requires_grad_(True)
             outputs[i].append(output)
@@ -200,7 +204,7 @@ def _hooked_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Modul
     with model_lock(model, *layers):
         handles = [layer.register_forward_hook(keeper(i)) for i, layer in enumerate(layers)]
         try:
-            with eval_mode(model), torch.enable_grad():
+            with eval_mode(model), torch.set_grad_enabled(grad):
                 out = model(x)
                 yield out, _chosen_calls(model, layers, outputs, layer_call)
         finally:
@@ -322,26 +326,7 @@ def capture_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[nn.Modul
     runs under ``torch.inference_mode()``. Model state, locks, hooks and arguments as in
     ``capture`` (``output_selector`` and ``layer_call`` as in ``cam.BaseCAM``).
     """
-    outputs: list[list[torch.Tensor]] = [[] for _ in layers]
-
-    def keeper(i):
-        def hook(module, inputs, output):
-            _check_layer_output(model, module, output)
-            outputs[i].append(output.detach().clone())  # in-place ops after the layer cannot reach it
-        return hook
-
-    with torch.inference_mode(False), torch.no_grad():
-        x = _check_input(x)
-        check_hookable(model, layers)
-        with model_lock(model, *layers):
-            handles = [layer.register_forward_hook(keeper(i)) for i, layer in enumerate(layers)]
-            try:
-                with eval_mode(model):
-                    out = model(x)
-            finally:
-                for handle in handles:
-                    handle.remove()
-        raw = _chosen_calls(model, layers, outputs, layer_call)
+    with torch.inference_mode(False), _hooked_forward(model, x, layers, layer_call, grad=False) as (out, raw):
         logits = _logits(out, output_selector)
         _, class_idx = target_scores(logits, targets)
     activations = []
