@@ -86,6 +86,11 @@ def done_records(out: Path) -> dict[str, dict]:
     return found
 
 
+def _jsonl(records: Iterable[dict]) -> str:
+    """``records`` as JSON lines, keys sorted."""
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+
+
 class PartWriter:
     """Appends one rank's records to ``OUT/parts/rank-<rank>.jsonl``, a batch per write."""
 
@@ -106,7 +111,7 @@ class PartWriter:
 
     def write(self, records: Iterable[dict]) -> None:
         """Append ``records`` as lines, in one write, flushed to the operating system."""
-        data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+        data = _jsonl(records).encode()
         if data:
             self._stream.write(data)
             self._stream.flush()
@@ -122,6 +127,5 @@ def merge(out: Path, keys: list[str]) -> list[dict]:
     first found; the same file twice is kept once), sorted by file; returns the records."""
     found = done_records(out)
     records = [found[k] for k in sorted(keys) if k in found]
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    write_text_atomic(Path(out) / RESULTS, text)
+    write_text_atomic(Path(out) / RESULTS, _jsonl(records))
     return records
