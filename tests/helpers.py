@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -130,3 +132,20 @@ def point_cloud(kind: str, count: int, rng: np.random.Generator) -> np.ndarray:
     if kind == "relu":  # like CNN activations
         return np.maximum(rng.normal(0, 1, (count, 16)), 0)
     raise AssertionError(kind)
+
+
+def json_lines(path: Path) -> list[dict]:
+    """Every line of the JSON-lines file ``path``, parsed."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def results(out: Path) -> list[dict]:
+    """The records of a dataset run's ``out/results.jsonl``."""
+    return json_lines(Path(out) / "results.jsonl")
+
+
+def minmax(maps: np.ndarray) -> np.ndarray:
+    """Each ``[H, W]`` map of ``maps`` scaled to span ``[0, 1]``."""
+    flat = maps.reshape(len(maps), -1)
+    lo, hi = flat.min(1)[:, None, None], flat.max(1)[:, None, None]
+    return (maps - lo) / (hi - lo)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from helpers import images, tiny_cnn
+from helpers import images, minmax, tiny_cnn
 
 from cfcam_fast.baselines import GradCAM, GradCAMPlusPlus, gradcam_plusplus_weights, gradcam_weights
 from cfcam_fast.capture import capture
@@ -11,12 +11,6 @@ pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
 ClassifierOutputTarget = pytest.importorskip("pytorch_grad_cam.utils.model_targets").ClassifierOutputTarget
 
 PAIRS = [(GradCAM, pytorch_grad_cam.GradCAM), (GradCAMPlusPlus, pytorch_grad_cam.GradCAMPlusPlus)]
-
-
-def _minmax(maps: np.ndarray) -> np.ndarray:
-    flat = maps.reshape(len(maps), -1)
-    lo, hi = flat.min(1)[:, None, None], flat.max(1)[:, None, None]
-    return (maps - lo) / (hi - lo)
 
 
 @pytest.mark.parametrize("ours, theirs", PAIRS)
@@ -33,7 +27,7 @@ def test_maps_equal_grad_cam_package(ours, theirs):
     # where docs/algorithm.md step 7 divides by the maximum; bilinear resizing is affine-equivariant,
     # so our maps min-max normalised must equal theirs. Tolerance 1e-5: float32 rounding of
     # two [0, 1] maps through different resize code, plus their 1e-7 denominator guard.
-    np.testing.assert_allclose(_minmax(res.maps.numpy()), expected, atol=1e-5)
+    np.testing.assert_allclose(minmax(res.maps.numpy()), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("ours, theirs", PAIRS)

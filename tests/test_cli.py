@@ -2,6 +2,7 @@
 import json
 
 import pytest
+from helpers import results
 from PIL import Image
 from skimage import data
 
@@ -22,16 +23,12 @@ def photos(tmp_path_factory):
     return folder
 
 
-def _records(out):
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-
-
 def test_explain_two_photos(photos, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["explain", str(photos / "b_coffee.jpg"), str(photos / "a_cat.png"), *BACKEND,
                  "--batch-size", "1", "--out", str(out)])
     assert code == 0
-    records = _records(out)
+    records = results(out)
     assert [r["file"] for r in records] == [str(photos / "a_cat.png"), str(photos / "b_coffee.jpg")]  # sorted
     classes = imagenet_classes()
     for batch, record in enumerate(records):
@@ -61,12 +58,12 @@ def test_a_rerun_skips_what_is_done_and_other_options_are_refused(photos, tmp_pa
     out = tmp_path / "out"
     args = ["explain", str(photos), *BACKEND, "--no-overlays", "--save-maps", "--workers", "0", "--out", str(out)]
     assert main(args) == 0
-    first = _records(out)
+    first = results(out)
     assert [r["map"] for r in first] == ["maps/a_cat.npy", "maps/b_coffee.npy"]
     capsys.readouterr()
     assert main(args) == 0
     assert "explain: 0 done, 2 skipped as already done, 0 failed" in capsys.readouterr().out
-    assert _records(out) == first
+    assert results(out) == first
     assert main([*args, "--weighting", "linear"]) == 1
     assert "holds results made with other options (weighting differ)" in capsys.readouterr().err
     assert main([*args, "--photos", "shipped"]) == 1
@@ -81,7 +78,7 @@ def test_folder_input_takes_only_images_in_sorted_order(photos, tmp_path):
         (folder / name).write_bytes((photos / "a_cat.png").read_bytes())
     out = tmp_path / "out"
     assert main(["explain", str(folder), *BACKEND, "--out", str(out)]) == 0
-    assert [r["overlay"] for r in _records(out)] == ["m_cat_cfcam.png", "z_cat_cfcam.png"]
+    assert [r["overlay"] for r in results(out)] == ["m_cat_cfcam.png", "z_cat_cfcam.png"]
 
 
 def test_unreadable_image_is_skipped_and_reported_and_the_exit_status_says_so(photos, tmp_path, capsys):
@@ -93,7 +90,7 @@ def test_unreadable_image_is_skipped_and_reported_and_the_exit_status_says_so(ph
     captured = capsys.readouterr()
     assert f"cfcam-fast: skipped {bad}: cannot read image: cannot identify image file" in captured.err
     assert "Traceback" not in captured.err and "1 of 2 files skipped" in captured.out
-    records = {r["file"]: r for r in _records(out)}
+    records = {r["file"]: r for r in results(out)}
     assert set(records[str(bad)]) == {"file", "error"}
     assert records[str(photos / "a_cat.png")]["overlay"] == "a_cat_cfcam.png"
     assert records[str(photos / "a_cat.png")]["timing"]["batch_size"] == 1
@@ -133,4 +130,4 @@ def test_a_model_without_pretrained_weights_needs_weights_or_random_weights(phot
         main(["explain", "--model", "resnet18", "--weights", "w.pt", "--random-weights"])
     assert main(["explain", str(photos / "a_cat.png"), "--model", "resnet18", "--random-weights", *BACKEND,
                  "--out", str(out)]) == 0
-    assert _records(out)[0]["overlay"] == "a_cat_cfcam.png"
+    assert results(out)[0]["overlay"] == "a_cat_cfcam.png"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_state_unchanged, efficientnet_lite0, hooks_left, images, model_state, tiny_cnn
+from helpers import assert_state_unchanged, efficientnet_lite0, hooks_left, images, minmax, model_state, tiny_cnn
 
 from cfcam_fast.capture import capture, capture_forward
 from cfcam_fast.comparators import EigenCAM, NormGrad, ScoreCAM, eigen_projection
@@ -27,12 +27,6 @@ get_2d_projection = _svd.get_2d_projection
 get_2d_projection_with_sign_correction = _svd.get_2d_projection_with_sign_correction
 
 METHODS = [EigenCAM, ScoreCAM, NormGrad, SmoothGradCAMPlusPlus]
-
-
-def _minmax(maps: np.ndarray) -> np.ndarray:
-    flat = maps.reshape(len(maps), -1)
-    lo, hi = flat.min(1)[:, None, None], flat.max(1)[:, None, None]
-    return (maps - lo) / (hi - lo)
 
 
 def _gradcam_pipeline(cams: np.ndarray, size: tuple) -> np.ndarray:
@@ -58,14 +52,14 @@ def _check_eigencam(model, layer, x):
     A = A.numpy()
     size = (x.shape[-1], x.shape[-2])
     corrected = _gradcam_pipeline(get_2d_projection_with_sign_correction(A), size)
-    np.testing.assert_allclose(_minmax(ours), corrected, atol=atol)
+    np.testing.assert_allclose(minmax(ours), corrected, atol=atol)
     # grad-cam's EigenCAM keeps the sign its SVD returns: the maps agree on the images where
     # that sign is the one eigen_projection chooses (the same LAPACK call gives the same sign).
     with pytorch_grad_cam.EigenCAM(model=model, target_layers=[layer]) as cam:
         theirs = cam(input_tensor=x, targets=None)
     agrees = [_sign_agrees(p) for p in get_2d_projection(A)]
     assert any(agrees), "no image to compare with grad-cam's EigenCAM class: choose another seed"
-    np.testing.assert_allclose(_minmax(ours)[agrees], theirs[agrees], atol=atol)
+    np.testing.assert_allclose(minmax(ours)[agrees], theirs[agrees], atol=atol)
 
 
 def test_eigencam_equals_grad_cam_package():
@@ -105,7 +99,7 @@ def test_scorecam_equals_grad_cam_package():
     np.testing.assert_allclose(res.weights.numpy(), their_w, rtol=1e-5, atol=1e-9)
     assert torch.allclose(res.weights.double().sum(1), torch.ones(3, dtype=torch.float64))
     # Maps: 1e-5 on [0, 1] maps, float32 rounding through two resize codes (as for Grad-CAM).
-    np.testing.assert_allclose(_minmax(res.maps.numpy()), theirs, atol=1e-5)
+    np.testing.assert_allclose(minmax(res.maps.numpy()), theirs, atol=1e-5)
 
 
 def _torchcam_smooth(model, layer, x, class_idx, num_samples, std):
@@ -124,7 +118,7 @@ def _check_smooth(model, layer, x, class_idx, num_samples, std, batch_size, atol
                                  batch_size=batch_size).explain(x, class_idx).maps
     # torchcam's maps are at the layer's size: resize them as ours are (bilinear, half-pixel).
     theirs = F.interpolate(theirs[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    np.testing.assert_allclose(_minmax(ours.numpy()), _minmax(theirs.numpy()), atol=atol)
+    np.testing.assert_allclose(minmax(ours.numpy()), minmax(theirs.numpy()), atol=atol)
 
 
 def test_smooth_gradcampp_equals_torchcam():
@@ -315,4 +309,4 @@ def test_real_photos_through_efficientnet_lite0():
     their_cam.batch_size = 256
     with their_cam:
         theirs = their_cam(input_tensor=x1, targets=target)
-    np.testing.assert_allclose(_minmax(res.maps.numpy()), theirs, atol=1e-5)  # as on the small CNN
+    np.testing.assert_allclose(minmax(res.maps.numpy()), theirs, atol=1e-5)  # as on the small CNN

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from helpers import results
 from PIL import Image
 from skimage import data
 
@@ -27,10 +28,6 @@ def _two_photos(tmp_path):
     return folder
 
 
-def _records(out):
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_evaluate_two_photos(tmp_path, capsys):
     Image.fromarray(data.chelsea()).save(tmp_path / "cat.png")
@@ -46,7 +43,7 @@ def test_evaluate_two_photos(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["layer"] == "bn2" and summary["evaluated"] == 2
     assert list(summary["methods"]) == ORIGINAL
-    records = _records(out)
+    records = results(out)
     assert [r["file"] for r in records] == [str(tmp_path / "cat.png"), str(tmp_path / "coffee.png")]
     keys = [key for key, _, _ in COLUMNS] + ["ssim_0.5", "corr_top_bottom", "corr_top_second"]
     for name, entry in summary["methods"].items():
@@ -87,7 +84,7 @@ def test_every_method_and_metric_runs_and_not_applicable_is_null(tmp_path, capsy
     sanity = ["sanity_spearman_1_of_41", "sanity_ssim_1_of_41", "sanity_spearman_41_of_41", "sanity_ssim_41_of_41"]
     keys = [k for k, _, _ in COLUMNS] + ["road_morf", "road_lerf", "road_combined", "ssim_1", "corr_top_bottom",
                                          "corr_top_second", *sanity]
-    records = _records(out)
+    records = results(out)
     for name, entry in summary["methods"].items():
         for record in records:
             values = record["metrics"][name]
@@ -117,7 +114,7 @@ def test_methods_and_metrics_filter(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["methods"]) == ["Grad-CAM", "Eigen-CAM"]  # registry order, whatever was asked
     assert summary["metric_groups"] == ["road", "sanity"] and summary["sanity_steps_reported"] == [1, 21, 41]
-    for record in _records(out):
+    for record in results(out):
         assert set(record["metrics"]["Grad-CAM"]) == {
             "road_morf", "road_lerf", "road_combined",
             *(f"sanity_{m}_{s}_of_41" for m in ("spearman", "ssim") for s in (1, 21, 41))}
@@ -166,7 +163,7 @@ def test_evaluate_skips_unreadable_files_and_says_so(tmp_path, capsys):
     captured = capsys.readouterr()
     assert f"cfcam-fast: skipped {folder / 'notes.jpg'}: cannot read image" in captured.err
     assert "1 files skipped" in captured.out
-    records = _records(out)
+    records = results(out)
     assert [r["file"] for r in records] == [str(folder / "cat.png"), str(folder / "notes.jpg")]
     assert "deletion_zero" in records[0]["metrics"]["Grad-CAM"] and set(records[1]) == {"file", "error"}
     assert json.loads((out / "summary.json").read_text())["methods"]["Grad-CAM"]["metrics"]["deletion_zero"]["n"] == 1
@@ -182,5 +179,5 @@ def test_photos_shipped(tmp_path):
     assert main(["evaluate", "--photos", "shipped", *TINY, "--methods", "grad-cam", "--metrics", "deletion",
                  "--out", str(out)]) == 0
     names = sorted(name for name, _ in shipped_photos())
-    assert [r["file"] for r in _records(out)] == [f"shipped:{n}" for n in names]
+    assert [r["file"] for r in results(out)] == [f"shipped:{n}" for n in names]
     assert not (out / "photos").exists()  # read from the libraries, never written out

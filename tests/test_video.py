@@ -1,12 +1,12 @@
 """Videos: reading and writing with PyAV, and ``cfcam-fast explain`` on a clip that pans
 across a bundled photo (made here, so nothing is downloaded)."""
-import json
 import re
 import sys
 from fractions import Fraction
 
 import numpy as np
 import pytest
+from helpers import json_lines
 from skimage import data
 
 import cfcam_fast as cf
@@ -79,10 +79,6 @@ def test_writer_round_trips_a_clip(clip, tmp_path):
     assert copy == info
 
 
-def _records(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def test_explain_video_writes_overlay_video_and_one_record_per_frame(clip, tmp_path, capsys):
     path, written = clip
     out = tmp_path / "out"
@@ -93,7 +89,7 @@ def test_explain_video_writes_overlay_video_and_one_record_per_frame(clip, tmp_p
     overlays = list(frames)
     assert len(overlays) == FRAMES
     assert np.abs(overlays[0].astype(int) - written[0]).mean() > 20  # the map is drawn on it
-    records = _records(out / "pan_frames.jsonl")
+    records = json_lines(out / "pan_frames.jsonl")
     assert [r["index"] for r in records] == list(range(FRAMES))
     classes = imagenet_classes()
     for record in records:
@@ -118,7 +114,7 @@ def test_a_failed_frame_is_recorded_copied_and_makes_the_exit_status_nonzero(cli
     monkeypatch.setattr(cf.RealtimeCFCAM, "preprocess", failing_on_frame_3)
     out = tmp_path / "out"
     assert main(["explain", str(path), "--model", "resnet18", "--random-weights", "--out", str(out)]) == 1
-    records = _records(out / "pan_frames.jsonl")
+    records = json_lines(out / "pan_frames.jsonl")
     assert len(records) == FRAMES
     assert records[3] == {"index": 3, "class": -1, "name": None, "confidence": None,
                           "milliseconds": records[3]["milliseconds"], "error": "frame 3: a bad frame"}
