@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Compile the CUDA ops too (for sm_90) wherever nvcc is present, as a build check.
 CFCAM_CUDA ?= $(shell command -v nvcc >/dev/null 2>&1 && echo 1 || echo 0)
 
-.PHONY: demo test bench lint docs install clean
+.PHONY: demo test check bench lint typecheck docs install clean
 
 $(STAMP): setup.py pyproject.toml $(wildcard CMakeLists.txt csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,13 +23,23 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q -ra
+
+# The inner loop: lint, types and every test not marked slow (a few minutes on 2 cores).
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -ra -m "not slow"
 
 bench: $(STAMP)
 	$(VENV)/bin/cfcam-fast bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict --site-dir site

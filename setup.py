@@ -20,7 +20,7 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
-BUILD_RECORD = "_native_build.json"  # read by cfcam_fast._native.status()
+BUILD_RECORD = "_native_build.json"  # read by cfcam_fast.core.native.status()
 ALLOW_NO_NATIVE = "CFCAM_ALLOW_NO_NATIVE"
 
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from cfcam_fast import CFCAMConfig, cluster
-from cfcam_fast.backends.torch_backend import channel_weights, cluster_channels, importance_split
-from cfcam_fast.capture import capture
-from cfcam_fast.models import load_model, resolve_layer
-from cfcam_fast.spec_math import min_samples_for
+from cfcam_fast.cams.capture import capture
+from cfcam_fast.core.backends.torch_backend import channel_weights, cluster_channels, importance_split
+from cfcam_fast.core.formulas import min_samples_for
+from cfcam_fast.data.layers import resolve_layer
+from cfcam_fast.data.models import load_model
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 STAGE_BATCH = 8

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def write_images(folder: Path, count: int) -> None:
     """``count`` 256x256 JPEGs cut from the bundled photos (centred crops that shrink by 8 px per round
     through the photos, down to half the short side, then start over)."""
-    from cfcam_fast.models import bundled_photos
+    from cfcam_fast.data.photos import bundled_photos
 
     photos = [image for _, image in bundled_photos()]
     for i in range(count):
@@ -71,8 +71,8 @@ def ceiling(args: argparse.Namespace, repeats: int = 3) -> float:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     import cfcam_fast as cf
-    from cfcam_fast.commands.sharded import timed_explain
-    from cfcam_fast.models import load_model
+    from cfcam_fast.core.timing import timed
+    from cfcam_fast.data.models import load_model
 
     torch.manual_seed(0)
     model, layer = load_model(args.model, None, args.device, random_weights=True)
@@ -81,7 +81,7 @@ def ceiling(args: argparse.Namespace, repeats: int = 3) -> float:
     with cf.CFCAM(model, [model.get_submodule(layer)]) as cam:
         cam.explain(x)  # warm-up
         for _ in range(repeats):
-            times.append(timed_explain(cam, x, x.device)[1] / 1000.0)
+            times.append(timed(lambda: cam.explain(x), x.device)[1] / 1000.0)
     return args.batch_size / sorted(times)[len(times) // 2]
 
 

@@ -37,9 +37,10 @@ from pathlib import Path
 import torch
 
 import cfcam_fast as cf
-from cfcam_fast import _native, cluster
-from cfcam_fast.selection import eps_from_sq_distances
-from cfcam_fast.spec_math import min_samples_for
+from cfcam_fast import cluster
+from cfcam_fast.core import native as _native
+from cfcam_fast.core.formulas import min_samples_for
+from cfcam_fast.core.selection import eps_from_sq_distances
 
 from . import latency
 

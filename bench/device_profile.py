@@ -18,16 +18,17 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import cfcam_fast as cf
-from cfcam_fast.baselines import GradCAM
 from cfcam_fast.benchmark.paths import floor
-from cfcam_fast.models import load_model, resolve_layer
+from cfcam_fast.cams.gradcam import GradCAM
+from cfcam_fast.data.layers import resolve_layer
+from cfcam_fast.data.models import load_model
 
 from .device_checks import captured
 
 
 def cases(device: torch.device) -> dict[str, Callable[[], object]]:
     """Name -> a call to profile, on ``device``."""
-    from cfcam_fast import backends
+    from cfcam_fast.core import backends
 
     A, G = captured(64, device)
     out = {f"post-processing [64, 2048, 7, 7], {backend} backend, DBSCAN native":

@@ -90,7 +90,7 @@ def stages(work: Path, batches: str, frames: int, models: str, bench_paths: str)
         [Stage("checks", [sys.executable, "-m", "bench.device_checks", "--out", str(work / "checks"),
                           "--batches", batches, "--frames", str(frames)], 240)],
         [Stage("profile", [sys.executable, "-m", "bench.device_profile"], 120)],
-        [Stage("bench", [sys.executable, "-m", "cfcam_fast.cli", "bench",
+        [Stage("bench", [sys.executable, "-m", "cfcam_fast", "bench",
                          "--models", models,
                          "--batches", batches, "--repeats", "3", "--warmup", "1", "--paths", bench_paths,
                          "--out", str(work / "bench")], 240)],

@@ -44,7 +44,8 @@ def frame_paths(name: str, device: torch.device, batch: int = 1,
     about the set-up (layer, head)."""
     import cfcam_fast as cf
     from cfcam_fast.benchmark.paths import floor
-    from cfcam_fast.models import load_model, resolve_layer
+    from cfcam_fast.data.layers import resolve_layer
+    from cfcam_fast.data.models import load_model
 
     model, layer_name = load_model(name, device=device)
     layer = resolve_layer(model, layer_name)

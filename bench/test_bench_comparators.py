@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import cfcam_fast as cf
-from cfcam_fast.baselines import GradCAM
-from cfcam_fast.comparators import EigenCAM, NormGrad, ScoreCAM
-from cfcam_fast.models import load_model, resolve_layer
-from cfcam_fast.smooth_gradcam import SmoothGradCAMPlusPlus
+from cfcam_fast import EigenCAM, NormGrad, ScoreCAM
+from cfcam_fast.cams.gradcam import GradCAM
+from cfcam_fast.cams.smooth_gradcam import SmoothGradCAMPlusPlus
+from cfcam_fast.data.layers import resolve_layer
+from cfcam_fast.data.models import load_model
 
 from .conftest import DEVICE, sync
 

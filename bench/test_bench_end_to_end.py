@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import cfcam_fast as cf
-import cfcam_fast.backends as core_backends
+import cfcam_fast.core.backends as core_backends
 from cfcam_fast import cluster
-from cfcam_fast.baselines import GradCAM
 from cfcam_fast.benchmark.paths import floor, full_backward
+from cfcam_fast.cams.gradcam import GradCAM
 
 from .conftest import DEVICE, sync
 

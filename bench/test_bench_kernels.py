@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from cfcam_fast import CFCAMConfig
-from cfcam_fast.backends import torch_backend
-from cfcam_fast.filters import gaussian_filter2d_torch, official_filter_torch
+from cfcam_fast.core.backends import torch_backend
+from cfcam_fast.core.filters import gaussian_filter2d_torch, official_filter_torch
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 RESNET50 = (64, 2048, 7, 7)

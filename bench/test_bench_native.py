@@ -25,9 +25,9 @@ import torch
 from sklearn.cluster import DBSCAN
 
 import cfcam_fast as cf
-from cfcam_fast import _native as native
 from cfcam_fast import cluster
-from cfcam_fast.cluster import certified
+from cfcam_fast.core import native
+from cfcam_fast.core.cluster import certified
 from cfcam_fast.plan import clustering_plan
 
 POINTS, DIMS, MIN_SAMPLES, PERCENTILE = 1536, 49, 76, 25.0

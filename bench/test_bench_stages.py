@@ -7,11 +7,12 @@ selection are timed per available implementation, the certified float32 stage of
 import pytest
 import torch
 
-from cfcam_fast import CFCAMConfig, _native, cluster
-from cfcam_fast.backends.torch_backend import channel_weights, combine, importance_split
-from cfcam_fast.cluster import certified
-from cfcam_fast.selection import eps_from_sq_distances, pair_ranks_torch
-from cfcam_fast.workspace import pair_buffer
+from cfcam_fast import CFCAMConfig, cluster
+from cfcam_fast.core import native as _native
+from cfcam_fast.core.backends.torch_backend import channel_weights, combine, importance_split
+from cfcam_fast.core.cluster import certified
+from cfcam_fast.core.selection import eps_from_sq_distances, pair_ranks_torch
+from cfcam_fast.core.workspace import pair_buffer
 
 from .conftest import DEVICE, sync
 

@@ -1,16 +1,37 @@
-"""cfcam_fast: fast CF-CAM (cluster-filtered Grad-CAM) for PyTorch models."""
-from . import cluster, metrics, viz
-from .baselines import GradCAM, GradCAMPlusPlus
-from .cam import CFCAM
-from .comparators import EigenCAM, NormGrad, ScoreCAM
-from .config import CFCAMConfig, CFCAMResult
-from .core import cfcam, cfcam_explain
-from .plan import DeviceLike as _DeviceLike
-from .plan import status as _plan_status
-from .realtime import FrameError, FrameResult, RealtimeCFCAM
-from .smooth_gradcam import SmoothGradCAMPlusPlus
+"""cfcam_fast: fast CF-CAM (cluster-filtered Grad-CAM) for PyTorch models.
 
-__version__ = "0.1.0"
+The package is built in layers, each importing only those below it:
+
+- ``core``: the CF-CAM algorithm on captured tensors, its backends and compiled ops;
+- ``cams``: CAMs on a model (capture, CF-CAM, Grad-CAM and the comparators, real time);
+- ``evaluation``: metrics, ROAD, sanity checks and ``evaluate``;
+- ``data``, ``benchmark``, ``cli``: the application (models, photos, datasets, videos;
+  the benchmark runner; the ``cfcam-fast`` command).
+
+``cf.metrics``, ``cf.cluster``, ``cfcam_fast.plan`` and ``cf.viz`` are the public faces of
+what they name; ``cf.kernels`` holds the Triton kernels.
+"""
+from typing import Any
+
+from . import cluster, metrics, viz
+from .cams import (
+    CFCAM,
+    EigenCAM,
+    FrameError,
+    FrameResult,
+    GradCAM,
+    GradCAMPlusPlus,
+    NormGrad,
+    RealtimeCFCAM,
+    ScoreCAM,
+    SmoothGradCAMPlusPlus,
+)
+from .core.config import CFCAMConfig, CFCAMResult
+from .core.explain import cfcam, cfcam_explain
+from .core.plan import DeviceLike as _DeviceLike
+from .core.resolve import status as _plan_status
+
+__version__ = "0.2.0"
 
 
 def backend_status(device: _DeviceLike | None = None) -> dict[str, str]:
@@ -23,7 +44,7 @@ def backend_status(device: _DeviceLike | None = None) -> dict[str, str]:
     return _plan_status(device)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """``cf.kernels`` imports the Triton kernels (and Triton) only when first used."""
     if name == "kernels":
         import importlib

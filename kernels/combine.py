@@ -1,5 +1,5 @@
 """Combination and output of docs/algorithm.md steps 6-7, fused; equals
-``cfcam_fast.backends.torch_backend.combine``.
+``cfcam_fast.core.backends.torch_backend.combine``.
 
 Four launches, each parallel over images and blocks:
 ``alpha_kernel`` (one program per image) turns the channel weights into ``alpha`` (softmax
@@ -26,7 +26,7 @@ BLOCK_HW_MAX = 128
 CHANNELS_PER_PROGRAM = 256
 ALPHA_BLOCK = 1024
 UPSAMPLE_BLOCK = 1024
-TORCH_EQUIVALENT = "cfcam_fast.backends.torch_backend.combine"
+TORCH_EQUIVALENT = "cfcam_fast.core.backends.torch_backend.combine"
 
 
 @triton.jit

@@ -1,5 +1,5 @@
 """Separable Gaussian filter over the last two axes; equals
-``cfcam_fast.filters.gaussian_filter2d_torch`` (and ``scipy.ndimage.gaussian_filter`` with
+``cfcam_fast.core.filters.gaussian_filter2d_torch`` (and ``scipy.ndimage.gaussian_filter`` with
 ``mode="constant"`` over those axes).
 
 Two passes of one kernel, along W then along H (the order of the torch function), through
@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from cfcam_fast.filters import gaussian_radius, gaussian_taps
+from cfcam_fast.core.filters import gaussian_radius, gaussian_taps
 
 from ._launch import accumulator, accumulator_dtype, check_maps, launcher, map_batch
 
@@ -62,7 +62,7 @@ def gaussian_filter2d(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> t
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
             raise ValueError(f"gaussian_filter2d: {name} must be a finite number > 0, got {value!r}")
     kernel = launcher(gaussian_axis_kernel, x.device, "gaussian_filter2d",
-                      "cfcam_fast.filters.gaussian_filter2d_torch")
+                      "cfcam_fast.core.filters.gaussian_filter2d_torch")
     if x.numel() == 0:
         return x.new_empty(x.shape)
     out, src, dst = map_batch(x)

@@ -1,5 +1,5 @@
 """The authors' data-dependent filter (docs/algorithm.md, ``filter="official"``); equals
-``cfcam_fast.filters.official_filter_torch`` (kernel: ``official_kernel``).
+``cfcam_fast.core.filters.official_filter_torch`` (kernel: ``official_kernel``).
 
 Two kernels: ``official_taps_kernel`` builds each map's normalised ``H x W`` kernel ``K``
 (one program per map: the map's mean, then ``sum(S * Rg)``, then ``K``), and
@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from cfcam_fast.filters import OFFICIAL_NORM_EPS, OFFICIAL_SIGMA_RANGE, OFFICIAL_SIGMA_SPATIAL
+from cfcam_fast.core.filters import OFFICIAL_NORM_EPS, OFFICIAL_SIGMA_RANGE, OFFICIAL_SIGMA_SPATIAL
 
 from ._launch import accumulator, accumulator_dtype, check_maps, launcher, map_batch
 
@@ -97,9 +97,9 @@ def official_filter2d(g: torch.Tensor) -> torch.Tensor:
     """
     check_maps("official_filter2d", g)
     taps_kernel = launcher(official_taps_kernel, g.device, "official_filter2d",
-                           "cfcam_fast.filters.official_filter_torch")
+                           "cfcam_fast.core.filters.official_filter_torch")
     correlate = launcher(official_correlate_kernel, g.device, "official_filter2d",
-                         "cfcam_fast.filters.official_filter_torch")
+                         "cfcam_fast.core.filters.official_filter_torch")
     if g.numel() == 0:
         return g.new_empty(g.shape)
     out, src, dst = map_batch(g)

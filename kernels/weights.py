@@ -1,5 +1,5 @@
 """Channel weights of docs/algorithm.md step 5, fused; equals
-``cfcam_fast.backends.torch_backend.channel_weights``.
+``cfcam_fast.core.backends.torch_backend.channel_weights``.
 
 ``channel_stats_kernel`` reads the gradients once, a ``[BLOCK_C, BLOCK_HW]`` tile at a
 time: each channel's spatial mean (the weight of an important channel) and, by atomics
@@ -18,8 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from cfcam_fast.config import CFCAMConfig
-from cfcam_fast.filters import gaussian_mean_map
+from cfcam_fast.core.config import CFCAMConfig
+from cfcam_fast.core.filters import gaussian_mean_map
 
 from ._launch import FLOAT_DTYPES, accumulator, check_size, launcher
 from .official import official_filter2d
@@ -27,7 +27,7 @@ from .official import official_filter2d
 TILE = 4096
 BLOCK_HW_MAX = 256
 GATHER_BLOCK = 1024
-TORCH_EQUIVALENT = "cfcam_fast.backends.torch_backend.channel_weights"
+TORCH_EQUIVALENT = "cfcam_fast.core.backends.torch_backend.channel_weights"
 
 
 @triton.jit

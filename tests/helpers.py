@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-import cfcam_fast.models as models
+from cfcam_fast.data import models
+from cfcam_fast.data.images import preprocess
 
 
 class TinyCNN(nn.Module):
@@ -110,7 +111,7 @@ def chelsea_batch() -> torch.Tensor:
     from PIL import Image
     from skimage import data
 
-    return models.preprocess([Image.fromarray(data.chelsea())])
+    return preprocess([Image.fromarray(data.chelsea())])
 
 
 POINT_KINDS = ["blobs", "chain", "grid", "duplicates", "relu"]

@@ -10,7 +10,7 @@ from helpers import chelsea_batch, efficientnet_lite0, hooks_left, images, tiny_
 from torch import nn
 
 import cfcam_fast as cf
-from cfcam_fast.backends import unavailable_reason
+from cfcam_fast.core.backends import unavailable_reason
 
 
 def cfcam_model(model, layers, **kwargs):

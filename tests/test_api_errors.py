@@ -17,8 +17,8 @@ from helpers import assert_state_unchanged, hooks_left, images, model_state, str
 from torch import nn
 
 import cfcam_fast as cf
-from cfcam_fast.backends import torch_backend
-from cfcam_fast.capture import capture
+from cfcam_fast.cams.capture import capture
+from cfcam_fast.core.backends import torch_backend
 from cfcam_fast.plan import resolve_plan
 
 CAMS = [cf.CFCAM, cf.GradCAM, cf.GradCAMPlusPlus]

@@ -4,8 +4,8 @@ import pytest
 import torch
 from helpers import images, minmax, tiny_cnn
 
-from cfcam_fast.baselines import GradCAM, GradCAMPlusPlus, gradcam_plusplus_weights, gradcam_weights
-from cfcam_fast.capture import capture
+from cfcam_fast.cams.capture import capture
+from cfcam_fast.cams.gradcam import GradCAM, GradCAMPlusPlus, gradcam_plusplus_weights, gradcam_weights
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
 ClassifierOutputTarget = pytest.importorskip("pytorch_grad_cam.utils.model_targets").ClassifierOutputTarget

@@ -11,14 +11,13 @@ import pytest
 import torch
 
 from cfcam_fast import cli
-from cfcam_fast.benchmark import runner
 from cfcam_fast.benchmark.paths import path_names
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    status = runner.main(["--models", "resnet18", "--batches", "1", "--device", "cpu",
+    status = cli.main(["bench", "--models", "resnet18", "--batches", "1", "--device", "cpu",
                           "--repeats", "1", "--warmup", "0", "--out", str(out)])
     return status, out
 
@@ -43,7 +42,7 @@ def test_runner_writes_every_path(quick_run, capsys):
 
 def test_paths_times_only_the_chosen_rows_and_the_floor(tmp_path, capsys):
     out = tmp_path / "b"
-    assert runner.main(["--models", "resnet18", "--batches", "1", "--device", "cpu", "--repeats", "1",
+    assert cli.main(["bench", "--models", "resnet18", "--batches", "1", "--device", "cpu", "--repeats", "1",
                         "--warmup", "0", "--paths", "dbscan NATIVE", "--out", str(out)]) == 0
     doc = json.loads((out / "results.json").read_text())
     timed = [r["path"] for r in doc["results"] if r["median_s"] is not None]
@@ -51,15 +50,15 @@ def test_paths_times_only_the_chosen_rows_and_the_floor(tmp_path, capsys):
                      "cfcam_fast torch, DBSCAN native, post-processing only"]
     assert {r["skipped"] for r in doc["results"] if r["path"] not in timed} >= {"not selected (--paths)"}
     assert doc["settings"]["paths"] == ["dbscan NATIVE"]
-    assert runner.main(["--paths", "native,warp", "--device", "cpu", "--out", str(out)]) == 1
+    assert cli.main(["bench", "--paths", "native,warp", "--device", "cpu", "--out", str(out)]) == 1
     assert "--paths: ['warp'] match no path; the paths are: floor" in capsys.readouterr().err
 
 
 def test_bad_options_are_one_line_errors(tmp_path, capsys):
-    assert runner.main(["--models", " , ", "--out", str(tmp_path)]) == 1
+    assert cli.main(["bench", "--models", " , ", "--out", str(tmp_path)]) == 1
     assert "--models" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        runner.main(["--batches", "0"])
+        cli.main(["bench", "--batches", "0"])
 
 
 def test_cli_registers_bench():

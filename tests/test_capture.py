@@ -13,7 +13,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 import cfcam_fast as cf
-from cfcam_fast.capture import capture
+from cfcam_fast.cams.capture import capture
 
 
 def explain(model, x, targets=None, layers=None, **kwargs):

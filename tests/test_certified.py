@@ -16,9 +16,10 @@ import torch
 from sklearn.cluster import DBSCAN
 
 import cfcam_fast as cf
-from cfcam_fast import _native, cluster
-from cfcam_fast.cluster import certified
-from cfcam_fast.selection import eps_from_sq_distances
+from cfcam_fast import cluster
+from cfcam_fast.core import native as _native
+from cfcam_fast.core.cluster import certified
+from cfcam_fast.core.selection import eps_from_sq_distances
 
 pytestmark = pytest.mark.skipif(not certified.usable(torch.device("cpu")),
                                 reason="the native CPU ops are not built")

@@ -5,11 +5,11 @@ import torch
 from helpers import assert_state_unchanged, hooks_left, images, model_state, tiny_cnn
 
 import cfcam_fast.metrics as metrics
-from cfcam_fast.baselines import GradCAM, GradCAMPlusPlus
-from cfcam_fast.cam import CFCAM
-from cfcam_fast.capture import capture, capture_classes
-from cfcam_fast.config import CFCAMConfig
-from cfcam_fast.core import cfcam
+from cfcam_fast.cams.capture import capture, capture_classes
+from cfcam_fast.cams.cfcam import CFCAM
+from cfcam_fast.cams.gradcam import GradCAM, GradCAMPlusPlus
+from cfcam_fast.core.config import CFCAMConfig
+from cfcam_fast.core.explain import cfcam
 
 
 def test_batched_two_class_backward_equals_two_backwards():

@@ -8,7 +8,7 @@ from skimage import data
 
 import cfcam_fast
 from cfcam_fast.cli import main
-from cfcam_fast.models import imagenet_classes
+from cfcam_fast.data.models import imagenet_classes
 
 CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 # The reference backend runs anywhere; the default "auto" is covered by the backend tests.

@@ -11,7 +11,7 @@ from sklearn.cluster import DBSCAN
 
 import cfcam_fast as cf
 import cfcam_fast.cluster as cluster
-from cfcam_fast.selection import eps_from_sq_distances, pair_ranks_torch
+from cfcam_fast.core.selection import eps_from_sq_distances, pair_ranks_torch
 
 BACKENDS = [b for b in ("torch", "sklearn", "native") if cluster.unavailable_reason(b) is None]
 
@@ -156,7 +156,7 @@ def test_dbscan_on_cuda_matches_cpu(backend):
 def test_labels_from_given_core_points_match_sklearn():
     """The cuML path keeps only cuML's core points and applies our border rule: with
     scikit-learn's core points, that rule must give scikit-learn's labels."""
-    from cfcam_fast.cluster.torch_dbscan import labels_from_core
+    from cfcam_fast.core.cluster.torch_dbscan import labels_from_core
 
     for pts, valid, eps, ms in problems(seed=3):
         for b in range(pts.shape[0]):

@@ -13,10 +13,13 @@ import torch
 import torch.nn.functional as F
 from helpers import assert_state_unchanged, efficientnet_lite0, hooks_left, images, minmax, model_state, tiny_cnn
 
-from cfcam_fast.capture import capture, capture_forward
-from cfcam_fast.comparators import EigenCAM, NormGrad, ScoreCAM, eigen_projection
-from cfcam_fast.models import bundled_photos, preprocess, resolve_layer
-from cfcam_fast.smooth_gradcam import SmoothGradCAMPlusPlus
+from cfcam_fast import EigenCAM, NormGrad, ScoreCAM
+from cfcam_fast.cams.capture import capture, capture_forward
+from cfcam_fast.cams.eigencam import eigen_projection
+from cfcam_fast.cams.smooth_gradcam import SmoothGradCAMPlusPlus
+from cfcam_fast.data.images import preprocess
+from cfcam_fast.data.layers import resolve_layer
+from cfcam_fast.data.photos import bundled_photos
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
 torchcam_methods = pytest.importorskip("torchcam.methods")

@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cfcam_fast.bootstrap import bootstrap_mean
-from cfcam_fast.dataset import (
+from cfcam_fast.cli.distributed import Context, setup
+from cfcam_fast.cli.outputs import PartWriter, done_records, merge, read_records, remove_temporaries, write_atomic
+from cfcam_fast.data.dataset import (
     PHOTO_SETS,
     ImageDataset,
     Item,
@@ -20,8 +21,7 @@ from cfcam_fast.dataset import (
     plan_batches,
     safe_name,
 )
-from cfcam_fast.distributed import Context, setup
-from cfcam_fast.outputs import PartWriter, done_records, merge, read_records, remove_temporaries, write_atomic
+from cfcam_fast.evaluation.bootstrap import bootstrap_mean
 
 
 def _png(path: Path, height: int = 12, width: int = 10) -> Path:
@@ -71,8 +71,8 @@ def test_files_folders_and_list_files_together_each_file_once(tmp_path):
 
 
 def test_the_shipped_photo_set_is_read_from_the_libraries():
-    from cfcam_fast.dataset import read_image
-    from cfcam_fast.models import shipped_photos
+    from cfcam_fast.data.dataset import read_image
+    from cfcam_fast.data.photos import shipped_photos
 
     items = collect([], "shipped")
     assert [i.key for i in items] == sorted(f"shipped:{name}" for name, _ in shipped_photos())

@@ -19,8 +19,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cfcam_fast.commands.sharded import KILL_HOOK
-
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,10 +28,11 @@ IMAGES = 16
 OPTIONS = ["--model", "resnet18", "--random-weights", "--size", "64", "--batch-size", "2", "--timeout", "60"]
 EXPLAIN = ["explain", *OPTIONS, "--save-maps", "--no-overlays"]
 RUN_LIMIT_S = 240  # a hung run fails the test instead of blocking the suite
+KILLER = Path(__file__).with_name("rank_killer.py")  # runs cfcam-fast, killing a rank part-way (KILL_AFTER)
 
 
 def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", KILL_HOOK)}
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "KILL_AFTER")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     env["OMP_NUM_THREADS"] = "1"  # the same thread count in every process and every run
     env.update(extra)
@@ -45,14 +44,15 @@ def _cli(args: list, **env) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=RUN_LIMIT_S)
 
 
-def _torchrun_command(args: list, processes: int = 2) -> list:
+def _torchrun_command(args: list, processes: int = 2, killer: bool = False) -> list:
+    program = [str(KILLER)] if killer else ["-m", "cfcam_fast"]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-            "-m", "cfcam_fast", *map(str, args)]
+            *program, *map(str, args)]
 
 
 def _torchrun(args: list, processes: int = 2, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(_torchrun_command(args, processes), cwd=ROOT, env=_env(**env), capture_output=True,
-                          text=True, timeout=RUN_LIMIT_S)
+    return subprocess.run(_torchrun_command(args, processes, killer="KILL_AFTER" in env), cwd=ROOT,
+                          env=_env(**env), capture_output=True, text=True, timeout=RUN_LIMIT_S)
 
 
 def _records(out: Path) -> list[dict]:
@@ -124,7 +124,7 @@ def test_two_processes_give_the_one_process_outputs(single, data, tmp_path):
 
 def test_a_dead_rank_fails_the_run_named_and_a_rerun_completes_it(single, data, tmp_path):
     out = tmp_path / "out"
-    killed = _torchrun([*EXPLAIN, data, "--workers", "0", "--out", out], **{KILL_HOOK: "1:4"})
+    killed = _torchrun([*EXPLAIN, data, "--workers", "0", "--out", out], KILL_AFTER="1:4")
     assert killed.returncode != 0
     # torchrun stops the other rank and names the dead one as the root cause.
     assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)\s*\n\s*exitcode\s*:\s*-9", killed.stderr), killed.stderr
@@ -150,8 +150,8 @@ def test_without_the_launcher_the_survivor_names_the_dead_rank_and_one_process_r
     collective fails at once (gloo sees the closed connection) and it exits naming rank 1."""
     out = tmp_path / "out"
     port = _free_port()
-    common = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", KILL_HOOK: "1:4"}
-    args = [sys.executable, "-m", "cfcam_fast", *EXPLAIN, str(data), "--workers", "0", "--out", str(out),
+    common = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "KILL_AFTER": "1:4"}
+    args = [sys.executable, str(KILLER), *EXPLAIN, str(data), "--workers", "0", "--out", str(out),
             "--timeout", "30"]
     ranks = [subprocess.Popen(args, cwd=ROOT, env=_env(RANK=str(r), LOCAL_RANK=str(r), **common),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]

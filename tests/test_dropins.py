@@ -23,8 +23,8 @@ import torchvision
 from helpers import assert_state_unchanged, hooks_left, images, model_state, tiny_cnn
 from torch import nn
 
-from cfcam_fast.config import CFCAMConfig
-from cfcam_fast.models import bundled_photos
+from cfcam_fast.core.config import CFCAMConfig
+from cfcam_fast.data.photos import bundled_photos
 
 pytest.importorskip("pytorch_grad_cam")
 pytest.importorskip("torchcam")

@@ -8,8 +8,11 @@ from helpers import results
 from PIL import Image
 from skimage import data
 
+from cfcam_fast.cams.base import BaseCAM
 from cfcam_fast.cli import main
-from cfcam_fast.commands.evaluate import COLUMNS
+from cfcam_fast.evaluation.groups import CONFIDENCE_COLUMNS, DELETION_COLUMNS
+
+COLUMNS_8 = CONFIDENCE_COLUMNS + DELETION_COLUMNS  # the confidence and deletion groups
 
 ORIGINAL = [f"CF-CAM {f}/{w}" for f in ("gaussian", "official") for w in ("softmax", "standardized", "linear")] \
     + ["Grad-CAM", "Grad-CAM++"]
@@ -45,7 +48,7 @@ def test_evaluate_two_photos(tmp_path, capsys):
     assert list(summary["methods"]) == ORIGINAL
     records = results(out)
     assert [r["file"] for r in records] == [str(tmp_path / "cat.png"), str(tmp_path / "coffee.png")]
-    keys = [key for key, _, _ in COLUMNS] + ["ssim_0.5", "corr_top_bottom", "corr_top_second"]
+    keys = [key for key, _, _ in COLUMNS_8] + ["ssim_0.5", "corr_top_bottom", "corr_top_second"]
     for name, entry in summary["methods"].items():
         for key in keys:
             values = [r["metrics"][name][key] for r in records]
@@ -63,16 +66,17 @@ def test_evaluate_two_photos(tmp_path, capsys):
 
 
 def test_metrics_and_methods_are_registries():
-    from cfcam_fast.commands.evaluate import METHODS, METRICS
+    from cfcam_fast.evaluation.groups import METRICS
+    from cfcam_fast.evaluation.methods import METHODS
 
     assert list(METHODS) == ORIGINAL + ["Eigen-CAM", "Smooth Grad-CAM++", "NormGrad", "Score-CAM"]
-    assert all(callable(f) for f in METHODS.values())
+    assert all(issubclass(method.cam, BaseCAM) for method in METHODS.values())
     assert [m.name for m in METRICS] == ["confidence", "deletion", "road", "robustness", "sensitivity", "sanity"]
     assert all(callable(m.compute) and callable(m.columns) and callable(m.applies) for m in METRICS)
 
 
 def test_every_method_and_metric_runs_and_not_applicable_is_null(tmp_path, capsys):
-    from cfcam_fast.commands.evaluate import METHODS
+    from cfcam_fast.evaluation.methods import METHODS
 
     out = tmp_path / "out"
     assert main(["evaluate", str(_two_photos(tmp_path)), *TINY, "--out", str(out)]) == 0
@@ -82,7 +86,7 @@ def test_every_method_and_metric_runs_and_not_applicable_is_null(tmp_path, capsy
     # ResNet-18 has 41 modules with parameters: the classifier alone, then the whole model.
     assert summary["sanity_layers"] == 41 and summary["sanity_steps_reported"] == [1, 41]
     sanity = ["sanity_spearman_1_of_41", "sanity_ssim_1_of_41", "sanity_spearman_41_of_41", "sanity_ssim_41_of_41"]
-    keys = [k for k, _, _ in COLUMNS] + ["road_morf", "road_lerf", "road_combined", "ssim_1", "corr_top_bottom",
+    keys = [k for k, _, _ in COLUMNS_8] + ["road_morf", "road_lerf", "road_combined", "ssim_1", "corr_top_bottom",
                                          "corr_top_second", *sanity]
     records = results(out)
     for name, entry in summary["methods"].items():
@@ -137,7 +141,7 @@ def test_bad_methods_metrics_and_photos(tmp_path, capsys):
 
 
 def test_sanity_checkpoints():
-    from cfcam_fast.commands.evaluate import sanity_checkpoints
+    from cfcam_fast.evaluation.groups import sanity_checkpoints
 
     assert sanity_checkpoints(99, 2) == [0, 98]
     assert sanity_checkpoints(99, 1) == [98]
@@ -173,7 +177,7 @@ def test_evaluate_skips_unreadable_files_and_says_so(tmp_path, capsys):
 
 
 def test_photos_shipped(tmp_path):
-    from cfcam_fast.models import shipped_photos
+    from cfcam_fast.data.photos import shipped_photos
 
     out = tmp_path / "out"
     assert main(["evaluate", "--photos", "shipped", *TINY, "--methods", "grad-cam", "--metrics", "deletion",

@@ -9,8 +9,8 @@ import torchvision
 from helpers import assert_state_unchanged, hooks_left, model_state, tiny_cnn
 from torch import nn
 
-from cfcam_fast.head_shortcut import ATOL, RTOL, LinearHead, find_linear_head
-from cfcam_fast.models import load_model
+from cfcam_fast.cams.head import ATOL, RTOL, LinearHead, find_linear_head
+from cfcam_fast.data.models import load_model
 
 
 def build(name: str) -> tuple[nn.Module, nn.Module, int]:

@@ -11,9 +11,11 @@ from PIL import Image
 from skimage import data
 
 import cfcam_fast as cf
-from cfcam_fast.capture import capture
+from cfcam_fast.cams.capture import capture
 from cfcam_fast.cli import main
-from cfcam_fast.models import ALPHA_BACKGROUND, load_image, load_model, reshape_transform
+from cfcam_fast.data.images import ALPHA_BACKGROUND, load_image
+from cfcam_fast.data.layers import reshape_transform
+from cfcam_fast.data.models import load_model
 
 BACKEND = ["--backend", "reference"]  # runs anywhere
 EXIF_ORIENTATION = 0x0112

@@ -7,8 +7,8 @@ import torch
 from helpers import images, tiny_cnn
 
 import cfcam_fast.metrics as metrics
-from cfcam_fast.cam import CFCAM
-from cfcam_fast.config import CFCAMConfig
+from cfcam_fast.cams.cfcam import CFCAM
+from cfcam_fast.core.config import CFCAMConfig
 
 CONFIGS = [CFCAMConfig(), CFCAMConfig(filter="official", weighting="standardized")]
 

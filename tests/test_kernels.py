@@ -21,9 +21,9 @@ import pytest
 import torch
 from scipy import ndimage
 
-from cfcam_fast.backends import reference, torch_backend
-from cfcam_fast.config import CFCAMConfig
-from cfcam_fast.filters import (
+from cfcam_fast.core.backends import reference, torch_backend
+from cfcam_fast.core.config import CFCAMConfig
+from cfcam_fast.core.filters import (
     OFFICIAL_NORM_EPS,
     OFFICIAL_SIGMA_RANGE,
     OFFICIAL_SIGMA_SPATIAL,

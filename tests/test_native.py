@@ -16,7 +16,7 @@ import torch
 from helpers import POINT_KINDS, point_cloud
 from sklearn.cluster import DBSCAN
 
-from cfcam_fast import _native as native
+from cfcam_fast.core import native
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = (torch.float32, torch.float64)

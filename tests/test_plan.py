@@ -13,10 +13,10 @@ import torch
 from helpers import images, structured, tiny_cnn
 
 import cfcam_fast as cf
-from cfcam_fast import _native as native
-from cfcam_fast import cam as cam_module
 from cfcam_fast import cluster
-from cfcam_fast.core import run_plan
+from cfcam_fast.cams import cfcam as cam_module
+from cfcam_fast.core import native
+from cfcam_fast.core.explain import run_plan
 from cfcam_fast.plan import Plan, all_keys, clustering_plan, resolve_plan, unavailable_reason
 
 CPU = torch.device("cpu")

@@ -16,7 +16,7 @@ from sklearn.cluster import DBSCAN
 
 import cfcam_fast as cf
 import cfcam_fast.cluster as cluster
-from cfcam_fast import backends
+from cfcam_fast.core import backends
 
 DBSCAN_BACKENDS = [b for b in ("sklearn", "torch", "native") if cluster.unavailable_reason(b) is None]
 CORE_BACKENDS = [b for b in ("torch", "triton") if backends.unavailable_reason(b) is None]

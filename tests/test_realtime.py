@@ -20,9 +20,10 @@ from helpers import POINT_KINDS, assert_state_unchanged, hooks_left, model_state
 from torch import nn
 
 import cfcam_fast as cf
-from cfcam_fast import cluster, realtime
-from cfcam_fast.backends import torch_backend
-from cfcam_fast.cluster import certified
+from cfcam_fast import cluster
+from cfcam_fast.cams import realtime
+from cfcam_fast.core.backends import torch_backend
+from cfcam_fast.core.cluster import certified
 from cfcam_fast.plan import resolve_plan
 
 needs_native = pytest.mark.skipif(cluster.unavailable_reason("native", torch.device("cpu")) is not None,

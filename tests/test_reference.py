@@ -17,8 +17,9 @@ from scipy.spatial.distance import pdist, squareform
 from sklearn.cluster import DBSCAN
 
 import cfcam_fast as cf
-from cfcam_fast import filters, spec_math
-from cfcam_fast.backends import reference
+from cfcam_fast.core import filters
+from cfcam_fast.core import formulas as spec_math
+from cfcam_fast.core.backends import reference
 
 # Float32 inputs, float64 arithmetic inside the reference, results stored as float32: the
 # results agree with float64 hand computations to float32 rounding (~6e-8 relative), so

@@ -10,7 +10,7 @@ from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import eigsh
 
 import cfcam_fast.metrics as metrics
-from cfcam_fast.road import SOLVER_TOLERANCE, impute, percentile_thresholds
+from cfcam_fast.evaluation.road import SOLVER_TOLERANCE, impute, percentile_thresholds
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 

@@ -7,7 +7,7 @@ from scipy.stats import spearmanr
 
 import cfcam_fast as cf
 import cfcam_fast.metrics as metrics
-from cfcam_fast.sanity import spearman
+from cfcam_fast.evaluation.sanity import spearman
 
 STEPS = ["fc", "features.1", "features.0", "stem.1", "stem.0"]  # TinyCNN's layers, output first
 

@@ -17,7 +17,7 @@ from helpers import efficientnet_lite0, structured
 
 import cfcam_fast as cf
 import cfcam_fast.cluster as cluster
-from cfcam_fast.capture import capture
+from cfcam_fast.cams.capture import capture
 
 DBSCAN_BACKENDS = [b for b in ("torch", "native", "sklearn") if cluster.unavailable_reason(b) is None]
 
@@ -82,7 +82,7 @@ def test_memory_budget_chunks_give_the_same_result():
 
 
 def test_memory_budget_is_the_configs_or_sized_per_device(monkeypatch):
-    from cfcam_fast.backends.torch_backend import CPU_BUDGET, memory_budget
+    from cfcam_fast.core.backends.torch_backend import CPU_BUDGET, memory_budget
 
     assert cf.CFCAMConfig().memory_budget_bytes is None
     assert memory_budget(cf.CFCAMConfig(memory_budget_bytes=12345), torch.device("cuda")) == 12345
@@ -108,7 +108,8 @@ def test_half_precision_input():
 
 
 def photo_batch() -> torch.Tensor:
-    from cfcam_fast.models import bundled_photos, preprocess
+    from cfcam_fast.data.images import preprocess
+    from cfcam_fast.data.photos import bundled_photos
 
     return preprocess([image for _, image in bundled_photos()[:4]])
 

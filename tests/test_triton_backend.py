@@ -15,10 +15,11 @@ import torch
 from helpers import efficientnet_lite0, images, structured, tiny_cnn
 
 import cfcam_fast as cf
-from cfcam_fast import backends
-from cfcam_fast.capture import capture
+from cfcam_fast.cams.capture import capture
+from cfcam_fast.core import backends
+from cfcam_fast.data.images import preprocess
+from cfcam_fast.data.photos import bundled_photos
 from cfcam_fast.kernels._launch import interpreted
-from cfcam_fast.models import bundled_photos, preprocess
 
 interpreter = pytest.mark.skipif(not interpreted(), reason="Triton was not imported under TRITON_INTERPRET=1")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -65,7 +66,7 @@ def test_interpreted_backend_filtered_maps_and_half_input():
 
 @interpreter
 def test_registry_resolves_triton_under_the_interpreter():
-    assert backends.resolve("triton", torch.device("cpu")).__name__ == "cfcam_fast.backends.triton_backend"
+    assert backends.resolve("triton", torch.device("cpu")).__name__ == "cfcam_fast.core.backends.triton_backend"
 
 
 @pytest.mark.gpu
@@ -88,7 +89,7 @@ def test_cuda_backend_matches_reference(filter_name, weighting, shape):
 def test_cuda_model_and_auto_pick_triton():
     model = tiny_cnn().cuda()
     x = images().cuda()
-    assert backends.resolve("auto", x.device).__name__ == "cfcam_fast.backends.triton_backend"
+    assert backends.resolve("auto", x.device).__name__ == "cfcam_fast.core.backends.triton_backend"
     with cf.CFCAM(model, target_layers=[model.features], backend="triton") as cam:
         got = cam.explain(x)
     with cf.CFCAM(model, target_layers=[model.features], backend="reference") as cam:

@@ -11,8 +11,8 @@ from skimage import data
 
 import cfcam_fast as cf
 from cfcam_fast.cli import main
-from cfcam_fast.models import imagenet_classes
-from cfcam_fast.video import INSTALL_HINT, VideoWriter, read_video
+from cfcam_fast.data.models import imagenet_classes
+from cfcam_fast.data.video import INSTALL_HINT, VideoWriter, read_video
 
 CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 FRAMES = 12

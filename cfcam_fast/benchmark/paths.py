@@ -8,9 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
+
+from ..cams.base import required
+from ..cams.capture import capture
+from ..cams.cfcam import CFCAM
+from ..cams.gradcam import GradCAM
+from ..cams.model_state import layer_outputs
+from ..core import backends as core_backends
+from ..core import cluster
+from ..core.config import CFCAMConfig
+from ..core.explain import cfcam, cfcam_explain
 
 FLOOR = "floor: forward + backward to layer"
 FULL_BACKWARD = "forward + full backward"
@@ -30,22 +41,12 @@ class Path:
     skipped: str | None = None
 
 
-def _layer_output(model: nn.Module, layer: nn.Module, x: torch.Tensor):
-    """Forward ``x``; the logits and the layer's output, still in the graph."""
-    kept = []
-    handle = layer.register_forward_hook(lambda _m, _i, out: kept.append(out))
-    try:
-        logits = model(x)
-    finally:
-        handle.remove()
-    return logits, kept[0]
-
-
 def floor(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Forward, then the gradient of the top-class scores with respect to the layer's output."""
-    logits, out = _layer_output(model, layer, x)
+    with layer_outputs([layer]) as kept:
+        logits = model(x)
     score = logits.max(1).values.sum()
-    return torch.autograd.grad(score, out)[0]
+    return torch.autograd.grad(score, kept[0][0])[0]
 
 
 def full_backward(model: nn.Module, x: torch.Tensor) -> None:
@@ -57,10 +58,7 @@ def full_backward(model: nn.Module, x: torch.Tensor) -> None:
 
 def core_variants(device: torch.device) -> list[tuple[str, str, str | None, str | None]]:
     """``(label, core backend, DBSCAN backend, skip reason)`` for every cfcam_fast path."""
-    import cfcam_fast.backends as core_backends
-    from cfcam_fast import cluster
-
-    variants = []
+    variants: list[tuple[str, str, str | None, str | None]] = []
     for name in cluster.BACKENDS:
         reason = cluster.unavailable_reason(name, device)
         if name == "cuml" and reason is not None:
@@ -75,31 +73,24 @@ def core_variants(device: torch.device) -> list[tuple[str, str, str | None, str 
 
 def build_paths(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> list[Path]:
     """Every path for ``model`` at ``layer`` on the batch ``x`` (on ``x``'s device)."""
-    import cfcam_fast as cf
-    from cfcam_fast.baselines import GradCAM
-    from cfcam_fast.capture import capture
-
     size = tuple(x.shape[-2:])
     captured = capture(model, x, [layer])
-    A, G = captured.activations[0].detach(), captured.gradients[0].detach()
-    authors = cf.CFCAMConfig(filter="official")
+    A, G = captured.activations[0].detach(), required(captured.gradients[0], "the benchmark").detach()
+    authors = CFCAMConfig(filter="official")
     paths = [
         Path(FLOOR, "floor", lambda: floor(model, layer, x)),
         Path(FULL_BACKWARD, "model", lambda: full_backward(model, x)),
         Path(GRADCAM, "model", lambda: GradCAM(model, [layer])(x)),
         _peer_gradcam(model, layer, x),
-        Path(AUTHORS, "model", lambda: cf.CFCAM(model, [layer], config=authors, backend="reference")(x)),
-        Path(AUTHORS_POST, "post", lambda: cf.cfcam_explain(A, G, size, authors, "reference").maps),
+        Path(AUTHORS, "model", lambda: CFCAM(model, [layer], config=authors, backend="reference")(x)),
+        Path(AUTHORS_POST, "post", lambda: cfcam_explain(A, G, size, authors, "reference").maps),
     ]
     for label, backend, dbscan, reason in core_variants(x.device):
-        config = cf.CFCAMConfig() if dbscan is None else cf.CFCAMConfig(dbscan_backend=dbscan)
-        cam = cf.CFCAM(model, [layer], config=config, backend=backend)
-        paths.append(Path(f"cfcam_fast {label}", "model", None if reason else (lambda cam=cam: cam(x)),
-                          reason))
+        config = CFCAMConfig() if dbscan is None else CFCAMConfig(dbscan_backend=dbscan)
+        cam = CFCAM(model, [layer], config=config, backend=backend)
+        paths.append(Path(f"cfcam_fast {label}", "model", None if reason else partial(cam, x), reason))
         paths.append(Path(f"cfcam_fast {label}, post-processing only", "post",
-                          None if reason else (lambda c=config, b=backend:
-                                               cf.cfcam_explain(A, G, size, c, b).maps),
-                          reason))
+                          None if reason else partial(cfcam, A, G, size, config, backend), reason))
     return paths
 
 

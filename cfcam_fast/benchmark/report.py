@@ -15,8 +15,8 @@ def add_ratios(rows: list[dict]) -> None:
 
     Like is compared with like: a post-processing row against the authors' algorithm on the
     same captured tensors, an end-to-end row against the authors' algorithm end to end."""
-    for _, group in groupby(rows, key=lambda r: (r["model"], r["batch"])):
-        group = list(group)
+    for _, grouped in groupby(rows, key=lambda r: (r["model"], r["batch"])):
+        group = list(grouped)
         by_name = {r["path"]: r for r in group}
         floor = by_name.get(FLOOR, {}).get("median_s")
         authors = {kind: by_name.get(name, {}).get("median_s")
@@ -35,8 +35,8 @@ def _fmt(value, spec: str) -> str:
 def markdown(rows: list[dict], device: str) -> str:
     """One markdown table per (model, batch), with a heading naming the shapes."""
     out = []
-    for (model, batch), group in groupby(rows, key=lambda r: (r["model"], r["batch"])):
-        group = list(group)
+    for (model, batch), grouped in groupby(rows, key=lambda r: (r["model"], r["batch"])):
+        group = list(grouped)
         first = group[0]
         out.append(f"### {model}, batch {batch}, {device} (input {first['input_shape']}, "
                    f"layer `{first['layer']}` {first['layer_shape']})\n")
@@ -69,7 +69,7 @@ def write_plot(path: FilePath, rows: list[dict], device: str) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 5), squeeze=False)
     for ax, model in zip(axes[0], models):
         timed = [r for r in rows if r["model"] == model and not r["skipped"]]
-        colors = plt.get_cmap("tab20").colors
+        colors = [plt.get_cmap("tab20")(i) for i in range(20)]
         for i, name in enumerate(dict.fromkeys(r["path"] for r in timed)):
             points = sorted((r["batch"], r["ms_per_image"]) for r in timed if r["path"] == name)
             ax.plot(*zip(*points), marker="o", color=colors[i % len(colors)],

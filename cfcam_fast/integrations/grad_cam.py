@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..config import CFCAMConfig, as_config
-from ..core import cfcam_explain
+from ..core.config import CFCAMConfig, as_config
+from ..core.explain import cfcam_explain
+from ..core.output import mean_of_layers, upsample_and_normalise
 
 try:
     from pytorch_grad_cam.base_cam import BaseCAM as _GradCamBase
@@ -52,20 +52,13 @@ class CFCAM(_GradCamBase):
             if eigen_smooth:
                 alpha = cfcam_explain(act, grad, None, self.config, self.backend).weights
                 weighted = (alpha[:, :, None, None] * act.float()).cpu().numpy()
-                maps = _upsample_and_normalise(torch.from_numpy(get_2d_projection(weighted)).clamp(min=0), size)
+                maps = upsample_and_normalise(torch.from_numpy(get_2d_projection(weighted)).clamp(min=0), size)
             else:
                 maps = cfcam_explain(act, grad, size, self.config, self.backend).maps
             per_layer.append(maps.float().cpu().numpy()[:, None])
         return per_layer
 
     def aggregate_multi_layers(self, cam_per_target_layer: list) -> np.ndarray:
-        maps = np.concatenate(cam_per_target_layer, axis=1).mean(axis=1)
-        peak = np.maximum(maps.reshape(len(maps), -1).max(axis=1), np.finfo(np.float32).tiny)
-        return (maps / peak[:, None, None]).astype(np.float32)  # zero maps stay zero
+        maps = [torch.from_numpy(np.asarray(layer_maps)[:, 0]) for layer_maps in cam_per_target_layer]
+        return mean_of_layers(maps).numpy().astype(np.float32)
 
-
-def _upsample_and_normalise(cam: torch.Tensor, size: tuple) -> torch.Tensor:
-    """docs/algorithm.md step 7 on non-negative maps ``[B, h, w]``: bilinear to ``size``, divided by the maximum."""
-    cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    peak = cam.flatten(1).amax(1)
-    return cam / torch.where(peak > 0, peak, 1.0)[:, None, None]  # zero maps stay zero

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import CFCAMConfig, as_config
-from ..core import cfcam
+from ..core.config import CFCAMConfig, as_config
+from ..core.explain import cfcam
 
 try:
     from torchcam.methods.gradient import _GradCAM
@@ -65,7 +65,13 @@ class CFCAM(_GradCAM):
             raise ValueError("CF-CAM maps are always normalised (docs/algorithm.md step 7); call with normalized=True")
         self._backprop(scores, class_idx, targets=targets, **kwargs)
         size = self._input_size if self.upsample else None
-        return [cfcam(act, grad, size, self.config, self.backend) for act, grad in zip(self.hook_a, self.hook_g)]
+        maps = []
+        for act, grad in zip(self.hook_a, self.hook_g):
+            if act is None or grad is None:
+                raise ValueError("the target layer's activations or gradients were not captured: run the model "
+                                 "with the extractor's hooks enabled, then call it with the model's scores")
+            maps.append(cfcam(act, grad, size, self.config, self.backend))
+        return maps
 
     def _extra_repr(self) -> str:
         return f"{super()._extra_repr()}, upsample={self.upsample}"

@@ -1,0 +1,47 @@
+"""The CF-CAM core on captured tensors: ``cfcam`` and ``cfcam_explain`` (docs/algorithm.md)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from . import backends
+from .checks import check_captured, checked_output_size
+from .config import CFCAMConfig, CFCAMResult, as_config
+from .plan import Plan
+from .resolve import resolve_plan
+
+
+def cfcam_explain(activations: torch.Tensor, gradients: torch.Tensor,
+                  output_size: Sequence[int] | None = None, config: CFCAMConfig | None = None,
+                  backend: str = "auto", *, return_filtered: bool = False) -> CFCAMResult:
+    """CF-CAM of captured ``[B, C, H, W]`` activations and gradients, with every intermediate.
+
+    ``output_size`` is the ``(H_in, W_in)`` the maps are upsampled to (default: the layer's
+    own size). ``return_filtered=True`` also returns the filtered cluster-mean maps.
+    ``backend`` and ``config.dbscan_backend`` are resolved once into the ``result.plan``
+    that computes it (``cfcam_fast.plan.resolve_plan``).
+    """
+    config = as_config(config)
+    check_captured(activations, gradients)
+    plan = resolve_plan(backend, config, activations.device)
+    return run_plan(activations, gradients, output_size, config, plan, return_filtered=return_filtered)
+
+
+def run_plan(activations: torch.Tensor, gradients: torch.Tensor, output_size: Sequence[int] | None,
+             config: CFCAMConfig, plan: Plan, *, return_filtered: bool = False) -> CFCAMResult:
+    """``cfcam_explain`` by a resolved ``plan``, on tensors that passed ``check_captured``."""
+    if activations.device.type != plan.device.type:
+        raise ValueError(f"the plan ({plan}) was resolved for {plan.device.type} tensors, "
+                         f"got {activations.device.type} ones")
+    size = checked_output_size(output_size, activations)
+    with torch.no_grad():
+        return backends.module(plan.core).explain(activations.detach(), gradients.detach(), size, config, plan,
+                                                  return_filtered=return_filtered)
+
+
+def cfcam(activations: torch.Tensor, gradients: torch.Tensor,
+          output_size: Sequence[int] | None = None, config: CFCAMConfig | None = None,
+          backend: str = "auto") -> torch.Tensor:
+    """CF-CAM maps ``[B, H_in, W_in]`` in ``[0, 1]`` from captured activations and gradients."""
+    return cfcam_explain(activations, gradients, output_size, config, backend).maps
