@@ -102,9 +102,12 @@ def check_labels(values: torch.Tensor, labels: torch.Tensor, op: str) -> None:
     check_size(op, values)
 
 
-def channel_weights(gradients: torch.Tensor, labels: torch.Tensor, config: CFCAMConfig) -> torch.Tensor:
+def channel_weights(gradients: torch.Tensor, labels: torch.Tensor, config: CFCAMConfig,
+                    slots: int | None = None) -> torch.Tensor:
     """``w_c`` ``[B, C]`` float32 of docs/algorithm.md step 5: spatial mean for important channels
-    (label -2), 0 for noise (-1), ``mean(Filter(g_k))`` for the members of cluster ``k``."""
+    (label -2), 0 for noise (-1), ``mean(Filter(g_k))`` for the members of cluster ``k``.
+    ``slots``: a bound on the cluster numbers (``C`` will do) for the official filter, which
+    otherwise reads the largest label from the device (one host synchronisation)."""
     check_labels(gradients, labels, "channel_weights")
     if not isinstance(config, CFCAMConfig):
         raise ValueError(f"config must be a CFCAMConfig, got {type(config).__name__}")
@@ -115,9 +118,15 @@ def channel_weights(gradients: torch.Tensor, labels: torch.Tensor, config: CFCAM
     labels = labels.contiguous()
     w = torch.empty((B, C), dtype=torch.float32, device=device)
     maps = config.filter == "official"
-    # Slots for the most clusters any image has (official: one host sync, so that K maps
-    # are filtered, not C); counts and sums share one zero-filled buffer (one launch).
-    n_slots = max(int(labels.max()) + 1, 1) if maps else C
+    # Slots for the most clusters any image has (official: one host sync unless a bound is
+    # given, so that K maps are filtered, not C); counts and sums share one zero-filled
+    # buffer (one launch).
+    if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= C):
+        raise ValueError(f"channel_weights: slots must be an int in [1, {C}], got {slots!r}")
+    if not maps:
+        n_slots = C
+    else:
+        n_slots = slots if slots is not None else max(int(labels.max()) + 1, 1)
     slot_size = H * W if maps else 1
     scratch = torch.zeros(B * C + B * n_slots * slot_size, dtype=torch.float32, device=device)
     counts = scratch[: B * C].view(B, C)

@@ -20,17 +20,17 @@ It then overrides ``_weights(activations, gradients) -> [B, C]`` (the map is
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
-from ..core.checks import check_captured
+from ..core.checks import check_captured, deferred_checks
 from ..core.config import CFCAMResult
 from ..core.output import mean_of_layers, weighted_map
 from .capture import Captured, capture, capture_forward, check_hookable
 from .targets import Targets
-
 
 CAM = TypeVar("CAM", bound="BaseCAM")
 
@@ -118,7 +118,14 @@ class BaseCAM:
         other fields are those of the first layer.
         """
         captured = self.capture(x, targets)
-        return finish(self._layer_results(x, captured, targets), captured, x)
+        with self._checks():
+            results = self._layer_results(x, captured, targets)
+        return finish(results, captured, x)
+
+    def _checks(self) -> AbstractContextManager[None]:
+        """Where the value checks of a call are read: on CUDA once, after all its work is
+        enqueued (``core.checks.deferred_checks``)."""
+        return deferred_checks()
 
     def capture(self, x: torch.Tensor, targets: Targets = None) -> Captured:
         """The target layers' activations (and gradients, if ``needs_gradients``), the

@@ -3,15 +3,16 @@ then the CF-CAM core on the captured tensors."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..core import backends
-from ..core.checks import check_captured
+from ..core.checks import check_captured, check_layout
 from ..core.config import CFCAMConfig, CFCAMResult, as_config
-from ..core.explain import cfcam_explain, run_plan
+from ..core.explain import cfcam_explain, checks_for, run_plan
 from ..core.resolve import resolve_plan
 from .base import BaseCAM, required
 from .capture import Captured
@@ -45,11 +46,17 @@ class CFCAM(BaseCAM):
               output_size: Sequence[int]) -> CFCAMResult:
         return cfcam_explain(activations, required(gradients, "CF-CAM"), output_size, self.config, self.backend)
 
+    def _checks(self) -> AbstractContextManager[None]:
+        return nullcontext()  # _layer_results reads the checks where its plan says (checks_for)
+
     def _layer_results(self, x: torch.Tensor, captured: Captured, targets: Targets) -> list[CFCAMResult]:
         """Every layer by one plan, resolved once for the call."""
         pairs = [(a, required(g, "CF-CAM")) for a, g in zip(captured.activations, captured.gradients)]
         for a, g in pairs:
-            check_captured(a, g)
+            check_layout(a, g)
         plan = resolve_plan(self.backend, self.config, pairs[0][0].device)
         size = tuple(x.shape[-2:])
-        return [run_plan(a, g, size, self.config, plan) for a, g in pairs]
+        with checks_for(plan):
+            for a, g in pairs:
+                check_captured(a, g)
+            return [run_plan(a, g, size, self.config, plan) for a, g in pairs]

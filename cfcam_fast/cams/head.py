@@ -11,8 +11,9 @@ every partial sum of the pooling (over H*W values) and of the dot product (over 
 channels), so any float32 summation order errs by at most ``(H*W + C) * eps * s`` and in
 practice (random rounding, blocked sums) by about ``sqrt(H*W + C) * eps * s``: ``~2e-6 * s``
 for 1280 channels at 7x7 (``eps = 1.2e-7``), while a layer after the pooling or a wrong head
-moves logits by ``O(s)`` (docs/exactness.md gives the errors seen on real models). For a gradient, ``s = |W[k, c]| / (H W)``: autograd computes the
-same one-hot product and division, so the two agree to a few ulp. ``ATOL`` only admits
+moves logits by ``O(s)`` (docs/exactness.md gives the errors seen on real models). For a
+gradient, ``s = |W[k, c]| / (H W)``: autograd computes the same one-hot product and
+division, so the two agree to a few ulp. ``ATOL`` only admits
 values whose scale is zero or denormal. bfloat16/float16 models (and likely TF32 matmuls
 on CUDA) round above this tolerance and so fall back unless a looser ``rtol`` is given.
 """

@@ -44,13 +44,31 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     Holds the model's lock throughout, so concurrent callers never see each other's flags.
     """
     with model_lock(model):
-        flags = [(m, m.training) for m in model.modules()]
+        training = _in_training(model)
+        if not training:  # already in eval mode: nothing to switch, nothing to restore
+            yield model
+            return
         model.eval()
         try:
             yield model
         finally:
-            for module, flag in flags:
-                module.training = flag
+            for module in training:
+                module.training = True
+
+
+def _in_training(model: nn.Module) -> list[nn.Module]:
+    """The modules of ``model`` (itself included) whose ``training`` flag is set: a plain walk
+    of the module tree, cheaper per call than ``model.modules()``."""
+    found, stack, seen = [], [model], set()
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        if module.training:
+            found.append(module)
+        stack.extend(child for child in module._modules.values() if child is not None)
+    return found
 
 
 Hook = Callable[[int, nn.Module, Any], Any]

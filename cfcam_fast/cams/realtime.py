@@ -16,7 +16,6 @@ construction, the frame then runs as a forward pass under ``torch.inference_mode
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 import warnings
@@ -32,6 +31,7 @@ from ..core import backends, cluster
 from ..core.backends import torch_backend
 from ..core.checks import check_captured, finite_images
 from ..core.config import CFCAMConfig, CFCAMResult, as_config
+from ..core.graphs import graph_capture_blocker
 from ..core.resolve import resolve_plan
 from .capture import hooked_forward, select_logits
 from .head import LinearHead, find_linear_head
@@ -40,15 +40,6 @@ from .model_state import eval_mode, layer_outputs, model_lock
 from .targets import Targets, class_indices
 
 Head = str | nn.Linear | None
-
-
-def graph_capture_blocker() -> str | None:
-    """Why this process cannot capture a CUDA graph, or ``None``: with PyTorch's caching
-    allocator off (``PYTORCH_NO_CUDA_MEMORY_CACHING``, as memory checkers are often run),
-    every allocation is a ``cudaMalloc``, which a capturing stream refuses."""
-    if os.environ.get("PYTORCH_NO_CUDA_MEMORY_CACHING", "0") not in ("", "0"):
-        return "PYTORCH_NO_CUDA_MEMORY_CACHING is set, so allocations during capture would call cudaMalloc"
-    return None
 
 
 class FrameError(ValueError):

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -27,7 +29,22 @@ def positive_int(name: str, value: Any) -> int:
 
 def check_captured(activations: torch.Tensor, gradients: torch.Tensor) -> None:
     """Shapes, dtypes, finiteness and float32 range of a captured pair; ``ValueError``
-    saying what is wrong (and at which batch index)."""
+    saying what is wrong (and at which batch index).
+
+    The shapes and dtypes are checked at once. The values need the device: inside
+    ``deferred_checks()`` on CUDA they are reduced now and read when the block ends (one host
+    synchronisation after all its work is enqueued); elsewhere they are read here."""
+    check_layout(activations, gradients)
+    problems = _ValueProblems(activations, gradients)
+    pending = getattr(_deferred, "pending", None)
+    if pending is not None and activations.device.type == "cuda":
+        pending.append(problems)
+    else:
+        problems.raise_if_any()
+
+
+def check_layout(activations: torch.Tensor, gradients: torch.Tensor) -> None:
+    """The host-side half of ``check_captured``: types, shapes, dtypes and devices."""
     for name, t in (("activations", activations), ("gradients", gradients)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -43,29 +60,76 @@ def check_captured(activations: torch.Tensor, gradients: torch.Tensor) -> None:
                          "must be on the same device")
     if activations.shape[0] == 0 or activations.shape[1] == 0:
         raise ValueError(f"need at least one image and one channel, got shape {tuple(activations.shape)}")
-    f32 = torch.finfo(torch.float32)
-    for name, t in (("activations", activations), ("gradients", gradients)):
-        high, low = _extrema(t)
-        bad = ~(torch.isfinite(high) & torch.isfinite(low))
-        # The cores round to float32 first: a float64 image must neither overflow it nor sink
-        # below its normal range (the cores scale float32 images, subnormal ones included).
-        peak = torch.maximum(high.abs(), low.abs())
-        outside = ((peak > f32.max) | ((peak > 0) & (peak < f32.tiny))) if t.dtype == torch.float64 \
-            else torch.zeros_like(bad)
-        if bool((bad | outside).any()):  # one host synchronisation when all is well
+
+
+class _ValueProblems:
+    """Per image of a captured pair, on the device: non-finite values, and (float64 inputs)
+    a largest magnitude outside float32's normal range, which the cores compute in."""
+
+    def __init__(self, activations: torch.Tensor, gradients: torch.Tensor) -> None:
+        f32 = torch.finfo(torch.float32)
+        self.masks: list[tuple[str, torch.Tensor, torch.Tensor | None]] = []
+        for name, t in (("activations", activations), ("gradients", gradients)):
+            high, low = _extrema(t)
+            bad = ~(torch.isfinite(high) & torch.isfinite(low))
+            # The cores round to float32 first: a float64 image must neither overflow it nor sink
+            # below its normal range (the cores scale float32 images, subnormal ones included).
+            outside = None
+            if t.dtype == torch.float64:
+                peak = torch.maximum(high.abs(), low.abs())
+                outside = (peak > f32.max) | ((peak > 0) & (peak < f32.tiny))
+            self.masks.append((name, bad, outside))
+
+    def any(self) -> torch.Tensor:
+        """One bool on the device: is anything wrong?"""
+        flags = [bad if outside is None else bad | outside for _, bad, outside in self.masks]
+        return torch.cat(flags).any()
+
+    def raise_if_any(self) -> None:
+        """``ValueError`` naming the first problem and its batch indices (one host
+        synchronisation when all is well)."""
+        if not bool(self.any()):
+            return
+        f32 = torch.finfo(torch.float32)
+        for name, bad, outside in self.masks:
             if bool(bad.any()):
                 raise ValueError(f"{name} contain non-finite values (NaN or inf) at batch index {_indices(bad)}")
-            raise ValueError(f"{name} overflow or underflow float32, which the CAM cores compute in, at batch "
-                             f"index {_indices(outside)}: each image's largest magnitude must be 0 or within "
-                             f"[{f32.tiny:.4g}, {f32.max:.4g}]; rescale them")
+            if outside is not None and bool(outside.any()):
+                raise ValueError(f"{name} overflow or underflow float32, which the CAM cores compute in, at batch "
+                                 f"index {_indices(outside)}: each image's largest magnitude must be 0 or within "
+                                 f"[{f32.tiny:.4g}, {f32.max:.4g}]; rescale them")
+
+
+_deferred = threading.local()
+
+
+@contextmanager
+def deferred_checks() -> Iterator[None]:
+    """Within the block, ``check_captured`` on CUDA tensors reduces the values but reads them
+    only when the block ends, after all its work is enqueued: one host synchronisation for
+    every check of the block, which then raises the first problem found (in the order the
+    checks were made). Blocks nest; only the outermost reads."""
+    if getattr(_deferred, "pending", None) is not None:
+        yield
+        return
+    pending: list[_ValueProblems] = []
+    _deferred.pending = pending
+    try:
+        yield
+    finally:
+        _deferred.pending = None
+    if pending:
+        if bool(torch.stack([p.any() for p in pending]).any()):
+            for problems in pending:
+                problems.raise_if_any()
 
 
 def _extrema(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image of ``t`` ``[B, ...]``, its largest and smallest value: max and min
     propagate NaN and keep inf, so an image is finite iff both are (one fast reduction
     each, where ``isfinite`` would build a mask as large as the tensor)."""
-    flat = t.flatten(1)
-    return flat.amax(1), flat.amin(1)
+    low, high = torch.aminmax(t.flatten(1), dim=1)
+    return high, low
 
 
 def finite_images(*tensors: torch.Tensor) -> torch.Tensor:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from . import backends
-from .checks import check_captured, checked_output_size
+from . import backends, graphs
+from .checks import check_captured, check_layout, checked_output_size, deferred_checks
 from .config import CFCAMConfig, CFCAMResult, as_config
 from .plan import Plan
 from .resolve import resolve_plan
@@ -23,9 +24,18 @@ def cfcam_explain(activations: torch.Tensor, gradients: torch.Tensor,
     that computes it (``cfcam_fast.plan.resolve_plan``).
     """
     config = as_config(config)
-    check_captured(activations, gradients)
+    check_layout(activations, gradients)
     plan = resolve_plan(backend, config, activations.device)
-    return run_plan(activations, gradients, output_size, config, plan, return_filtered=return_filtered)
+    with checks_for(plan):
+        check_captured(activations, gradients)
+        return run_plan(activations, gradients, output_size, config, plan, return_filtered=return_filtered)
+
+
+def checks_for(plan: Plan) -> AbstractContextManager[None]:
+    """Where the value checks of a call by ``plan`` are read: on CUDA, by the fast cores,
+    once after all the work is enqueued (``checks.deferred_checks``); the reference core
+    reads them first, since NumPy and scikit-learn refuse non-finite input themselves."""
+    return deferred_checks() if plan.core != "reference" else nullcontext()
 
 
 def run_plan(activations: torch.Tensor, gradients: torch.Tensor, output_size: Sequence[int] | None,
@@ -36,8 +46,11 @@ def run_plan(activations: torch.Tensor, gradients: torch.Tensor, output_size: Se
                          f"got {activations.device.type} ones")
     size = checked_output_size(output_size, activations)
     with torch.no_grad():
-        return backends.module(plan.core).explain(activations.detach(), gradients.detach(), size, config, plan,
-                                                  return_filtered=return_filtered)
+        A, G = activations.detach(), gradients.detach()
+        replayed = None if return_filtered else graphs.run(A, G, size, config, plan)
+        if replayed is not None:
+            return replayed
+        return backends.module(plan.core).explain(A, G, size, config, plan, return_filtered=return_filtered)
 
 
 def cfcam(activations: torch.Tensor, gradients: torch.Tensor,

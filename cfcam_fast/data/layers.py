@@ -68,7 +68,8 @@ def reshape_transform(model: nn.Module, layout: str = "auto") -> Callable | None
         prefix = int(getattr(model, "num_prefix_tokens", 1))
         h, w = map(int, embed.grid_size)
     elif hasattr(model, "image_size") and hasattr(model, "patch_size"):
-        prefix, h = 1, int(getattr(model, "image_size")) // int(getattr(model, "patch_size"))
+        torchvision_vit: Any = model
+        prefix, h = 1, int(torchvision_vit.image_size) // int(torchvision_vit.patch_size)
         w = h
     else:
         raise ValueError(f"reshape 'vit': {type(model).__name__} has no patch grid "

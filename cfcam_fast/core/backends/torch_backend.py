@@ -55,20 +55,24 @@ def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, con
     """CF-CAM for ``[B, C, H, W]`` tensors as ``plan`` says (core "torch", or "triton" for
     the fused kernels of steps 5-7); the result records ``plan``.
 
-    ``fixed``: run with shapes fixed in advance and no host synchronisation (the real-time
-    path; see ``FixedShapes``).
+    ``fixed``: run with shapes fixed in advance, as one chunk, in a buffer given (the
+    real-time path and the replayed graphs; see ``FixedShapes``). On CUDA every call takes
+    its shapes from static bounds (``max_remaining``; ``C`` for the cluster numbers), so it
+    enqueues its work without waiting for the device.
 
     The stages compute in float32 (inputs rounded to it first, as the reference does) on
     exact per-image power-of-two rescalings (``SCALE_EXPONENT``), so no product underflows
     or overflows, and the results are unchanged: eps is scale-equivariant once its floor is
     scaled alike (and is scaled back), the map is positively homogeneous in the activations
     and in ``alpha``, then normalised, and the returned weights are scaled back."""
+    static = fixed is not None or activations.device.type == "cuda"
+    # With static shapes, C bounds the cluster numbers (no host synchronisation to find them).
+    slots = activations.shape[1] if static else None
     if plan.core == "triton":
         kernels = importlib.import_module("cfcam_fast.kernels")  # imports Triton: only when asked for
-        weights_fn, combine_fn = kernels.channel_weights, kernels.combine
+        weights_fn, combine_fn = functools.partial(kernels.channel_weights, slots=slots), kernels.combine
     elif plan.core == "torch":
-        # With shapes fixed, C bounds the cluster numbers (no host synchronisation to find them).
-        weights_fn = functools.partial(channel_weights, slots=None if fixed is None else activations.shape[1])
+        weights_fn = functools.partial(channel_weights, slots=slots)
         combine_fn = combine
     else:
         raise ValueError(f"the torch backend runs plans with core:torch or core:triton, got {plan}")
@@ -76,7 +80,7 @@ def explain(activations: torch.Tensor, gradients: torch.Tensor, output_size, con
     a_shift = SCALE_EXPONENT - peak_exponent(A)
     g_shift = (SCALE_EXPONENT - peak_exponent(G)).clamp(min=0)
     A, G = times_pow2(A, a_shift), times_pow2(G, g_shift)
-    labels, eps = cluster_channels(A, config, plan, fixed, floor=config.eps_floor * pow2(a_shift))
+    labels, eps = cluster_channels(A, config, plan, fixed, floor=config.eps_floor * pow2(a_shift), static=static)
     w_scaled = weights_fn(G, labels, config)
     w = _divide(w_scaled, pow2(g_shift))
     if config.weighting == "softmax":  # not scale-invariant: the weights as they are
@@ -149,11 +153,13 @@ def max_remaining(C: int, q: float) -> int:
 
 
 def cluster_channels(A: torch.Tensor, config: CFCAMConfig, plan: Plan | None = None,
-                     fixed: FixedShapes | None = None,
-                     floor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     fixed: FixedShapes | None = None, floor: torch.Tensor | None = None, *,
+                     static: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps 1-4: labels ``[B, C]`` (-2 important, -1 noise, >= 0 cluster) and eps ``[B]``,
     by ``plan`` (default: ``clustering_plan(config.dbscan_backend, A.device)``).
-    ``floor``: each image's eps floor, float64 ``[B]`` (default ``config.eps_floor``)."""
+    ``floor``: each image's eps floor, float64 ``[B]`` (default ``config.eps_floor``).
+    ``static`` (or ``fixed``): the pairwise stage holds ``max_remaining`` points per image
+    instead of the largest count, which would need a host synchronisation to read."""
     if plan is None:
         plan = cluster.clustering_plan(config.dbscan_backend, A.device)
     B, C = A.shape[:2]
@@ -164,7 +170,10 @@ def cluster_channels(A: torch.Tensor, config: CFCAMConfig, plan: Plan | None = N
     counts = C - important.sum(1)
     # The remaining channels of each image, in index order, as a valid prefix.
     order = torch.sort(important.to(torch.uint8), dim=1, stable=True).indices
-    n = int(counts.max()) if fixed is None else fixed.n
+    if fixed is not None:
+        n = fixed.n
+    else:
+        n = max_remaining(C, config.importance_percentile) if static else int(counts.max())
     labels = torch.full((B, C), -2, dtype=torch.int64, device=A.device)
     eps = torch.full((B,), math.nan, dtype=torch.float64, device=A.device)
     if n < 2:
