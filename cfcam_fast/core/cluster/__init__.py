@@ -8,8 +8,11 @@ picks native where built, else torch (``availability.resolve``).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from ..arrays import ArrayLike, as_tensor, returner
 from .availability import BACKENDS, clustering_plan, resolve, unavailable_reason
 from .distances import PairDistances, sq_threshold
 
@@ -17,9 +20,13 @@ __all__ = ["BACKENDS", "PairDistances", "clustering_plan", "dbscan", "resolve", 
            "unavailable_reason"]
 
 
-def dbscan(points: torch.Tensor, eps: float | torch.Tensor, min_samples: int | torch.Tensor,
-           valid: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+def dbscan(points: ArrayLike, eps: float | ArrayLike, min_samples: int | ArrayLike,
+           valid: ArrayLike | None = None, backend: str = "auto") -> Any:
     """DBSCAN labels (int64) of ``points`` ``[B, n, d]`` or ``[n, d]``.
+
+    ``points`` (and ``eps``, ``min_samples``, ``valid``) are tensors, or arrays of another
+    library with ``__dlpack__`` (NumPy on the CPU, CuPy or JAX on CUDA), taken without a copy
+    where the library allows it; the labels are then of the points' library.
 
     ``eps`` and ``min_samples`` are scalars or ``[B]``; ``valid`` a bool ``[B, n]`` marks
     the points of ragged problems (invalid slots get -1). Distances are Euclidean in
@@ -31,6 +38,13 @@ def dbscan(points: torch.Tensor, eps: float | torch.Tensor, min_samples: int | t
     pair that close to ``eps``; CF-CAM's activations, rounded to float32 first, gave no such
     pair in the tests.
     """
+    back = returner(points)
+    points, eps, min_samples, valid = (as_tensor(v) for v in (points, eps, min_samples, valid))
+    return back(_dbscan(points, eps, min_samples, valid, backend))
+
+
+def _dbscan(points: torch.Tensor, eps: float | torch.Tensor, min_samples: int | torch.Tensor,
+            valid: torch.Tensor | None, backend: str) -> torch.Tensor:
     if not isinstance(points, torch.Tensor) or points.dim() not in (2, 3) or not points.is_floating_point():
         raise ValueError(f"points must be a float tensor [B, n, d] or [n, d], got "
                          f"{getattr(points, 'dtype', type(points))} {tuple(getattr(points, 'shape', ()))}")
