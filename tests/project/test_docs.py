@@ -1,9 +1,10 @@
 """The documentation: the MkDocs site builds under ``--strict``, relative links resolve,
-and no file of the repository points outside it.
+no file of the repository points outside it, and the worked examples of
+docs/contributing.md run.
 
 ``mkdocs build --strict`` checks the links between pages, their anchors and the API
 reference's cross-references; the link test here covers what MkDocs does not see: the
-README and links from docs/ to other files of the repository.
+README, the changelog and links from docs/ to other files of the repository.
 """
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # The text files a reader or a tool might follow a reference from.
 TEXT_SUFFIXES = {".py", ".md", ".cpp", ".h", ".cu", ".cuh", ".toml", ".yml", ".yaml"}
@@ -39,7 +42,7 @@ SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def _markdown_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    return [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def _link_targets(text: str) -> list[str]:
@@ -102,6 +105,66 @@ def test_no_references_outside_the_repository():
     assert not found, "references to material outside the repository:\n" + "\n".join(found)
 
 
+def _python_blocks(text: str) -> list[str]:
+    """The code of every ```python block of a markdown text, in order."""
+    return re.findall(r"^```python\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+
+
+def test_python_block_extraction():
+    text = "# t\n\n```python\na = 1\n```\n\n```bash\nmake test\n```\n\n```python\nb = a + 1\n```\n"
+    assert _python_blocks(text) == ["a = 1\n", "b = a + 1\n"]
+
+
+def test_contributing_examples_run():
+    """Every Python block of docs/contributing.md runs, in order, in one namespace: the
+    XGrad-CAM method (defined, used on a model, registered and evaluated) and the metric.
+    The registries are restored afterwards."""
+    from cfcam_fast.cams.base import BaseCAM
+    from cfcam_fast.cams.capture import capture
+    from cfcam_fast.evaluation.groups import METRICS
+    from cfcam_fast.evaluation.methods import METHODS
+
+    blocks = _python_blocks((ROOT / "docs" / "contributing.md").read_text(encoding="utf-8"))
+    assert len(blocks) >= 4, "docs/contributing.md lost its worked examples"
+    methods, metrics = dict(METHODS), list(METRICS)
+    namespace: dict = {"__name__": "contributing_examples"}
+    try:
+        for number, block in enumerate(blocks, 1):
+            exec(compile(block, f"docs/contributing.md, Python block {number}", "exec"), namespace)
+        XGradCAM, model, x = namespace["XGradCAM"], namespace["model"], namespace["x"]
+        assert issubclass(XGradCAM, BaseCAM) and METHODS["XGrad-CAM"].cam is XGradCAM
+        assert "XGrad-CAM" in namespace["report"].summary
+        assert "coverage" in [m.name for m in METRICS]
+        # The example's weights are XGrad-CAM's, computed independently from the capture.
+        captured = capture(model, x, [model[3]], 3)
+        A, G = captured.activations[0].double(), captured.gradients[0].double()
+        expected = (G * A).sum(dim=(2, 3)) / (A.sum(dim=(2, 3)) + 1e-7)
+        got = XGradCAM(model, [model[3]]).explain(x, 3).channel_weights
+        torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-12)
+    finally:
+        METHODS.clear()
+        METHODS.update(methods)
+        METRICS[:] = metrics
+
+
+def test_contributing_example_equals_the_grad_cam_package():
+    """The worked example is XGrad-CAM as the grad-cam package computes its weights."""
+    grad_cam = pytest.importorskip("pytorch_grad_cam", reason="compares with grad-cam: pip install grad-cam")
+    from cfcam_fast.cams.capture import capture
+
+    blocks = _python_blocks((ROOT / "docs" / "contributing.md").read_text(encoding="utf-8"))
+    namespace: dict = {"__name__": "contributing_examples"}
+    exec(compile(blocks[0], "docs/contributing.md, Python block 1", "exec"), namespace)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.ReLU(), torch.nn.Conv2d(6, 5, 3),
+                                torch.nn.Flatten(), torch.nn.Linear(5 * 8 * 8, 4)).eval()
+    x = torch.randn(3, 3, 12, 12)
+    captured = capture(model, x, [model[1]], [0, 2, 3])
+    A, G = captured.activations[0].double().numpy(), captured.gradients[0].double().numpy()
+    theirs = grad_cam.XGradCAM.get_cam_weights(None, None, None, None, A, G)
+    ours = namespace["XGradCAM"](model, [model[1]]).explain(x, [0, 2, 3]).channel_weights
+    np.testing.assert_allclose(ours.double().numpy(), theirs, rtol=1e-6, atol=1e-12)
+
+
 @pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs", reason="the docs build needs mkdocs: pip install mkdocs")
@@ -113,6 +176,21 @@ def test_mkdocs_build_strict(tmp_path):
                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, f"mkdocs build --strict failed:\n{built.stdout}\n{built.stderr}"
     reference = (site / "reference" / "index.html").read_text(encoding="utf-8")
-    # The API reference was generated from the docstrings, not left empty.
-    assert 'id="cfcam_fast.cluster.dbscan"' in reference
-    assert 'id="cfcam_fast.realtime.RealtimeCFCAM"' in reference
+    # The API reference was generated from the docstrings, not left empty: the public faces
+    # under their public names, then the layers' modules where each name is defined.
+    faces = ["cfcam_fast.backend_status", "cfcam_fast.metrics.road", "cfcam_fast.cluster.dbscan",
+             "cfcam_fast.plan.Plan", "cfcam_fast.viz.overlay", "cfcam_fast.kernels",
+             "cfcam_fast.integrations.grad_cam.CFCAM", "cfcam_fast.integrations.torchcam.CFCAM"]
+    layers = ["cfcam_fast.core.explain.cfcam_explain", "cfcam_fast.core.config.CFCAMResult.model_outputs",
+              "cfcam_fast.cams.base.BaseCAM", "cfcam_fast.cams.targets.per_image",
+              "cfcam_fast.cams.realtime.RealtimeCFCAM", "cfcam_fast.evaluation.evaluate.evaluate",
+              "cfcam_fast.evaluation.methods.Method", "cfcam_fast.evaluation.groups.Metric",
+              "cfcam_fast.data.models", "cfcam_fast.benchmark.runner", "cfcam_fast.cli.argtypes"]
+    where = {}
+    for ident in faces + layers:
+        where[ident] = reference.find(f'id="{ident}"')
+        assert where[ident] >= 0, f"the API reference has no entry {ident}"
+    assert max(where[f] for f in faces) < min(where[m] for m in layers), "the public faces come first"
+    # The changelog is a page of the site, and the links to ../CHANGELOG.md point to it.
+    assert "Keep a Changelog" in (site / "changelog" / "index.html").read_text(encoding="utf-8")
+    assert 'href="changelog/"' in (site / "index.html").read_text(encoding="utf-8")
