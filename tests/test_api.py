@@ -176,7 +176,7 @@ def test_invalid_config(config):
     (lambda A, G: (A[0], G[0]), r"activations must be \[B, C, H, W\]"),
     (lambda A, G: (A, G[:, :5]), "same shape"),
     (lambda A, G: (A.long(), G), "floating-point"),
-    (lambda A, G: (A.numpy(), G), "torch.Tensor"),
+    (lambda A, G: (A.tolist(), G), "torch.Tensor"),
     (lambda A, G: (A[:, :0], G[:, :0]), "at least one image and one channel"),
 ])
 def test_invalid_captured_tensors(change, message):

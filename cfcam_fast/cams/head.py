@@ -8,12 +8,12 @@ Tolerance (float32, defaults ``RTOL = 1e-5``, ``ATOL = 1e-12``): a value ``v`` p
 against its reference ``r`` when ``|v - r| <= ATOL + RTOL * s``, with ``s`` the magnitude
 of the terms that make ``r``. For a logit, ``s = |W[k]| @ mean_hw(|A|) + |b[k]|``: it bounds
 every partial sum of the pooling (over H*W values) and of the dot product (over C
-channels), so any float32 summation order errs by at most ``(H*W + C) * eps * s`` and in
-practice (random rounding, blocked sums) by about ``sqrt(H*W + C) * eps * s``: ``~2e-6 * s``
-for 1280 channels at 7x7 (``eps = 1.2e-7``), while a layer after the pooling or a wrong head
-moves logits by ``O(s)`` (docs/exactness.md gives the errors seen on real models). For a
-gradient, ``s = |W[k, c]| / (H W)``: autograd computes the same one-hot product and
-division, so the two agree to a few ulp. ``ATOL`` only admits
+channels), so any float32 summation order errs by at most ``(H*W + C) * u * s`` and in
+practice (random rounding, blocked sums) by about ``sqrt(H*W + C) * u * s``: ``~2e-6 * s``
+for 1280 channels at 7x7 (``u = 2^-24 = 6e-8``, float32's unit roundoff), while a layer
+after the pooling or a wrong head moves logits by ``O(s)`` (docs/exactness.md gives the
+errors seen on real models). For a gradient, ``s = |W[k, c]| / (H W)``: autograd computes
+the same one-hot product and division, so the two agree to a few ulp. ``ATOL`` only admits
 values whose scale is zero or denormal. bfloat16/float16 models (and likely TF32 matmuls
 on CUDA) round above this tolerance and so fall back unless a looser ``rtol`` is given.
 """

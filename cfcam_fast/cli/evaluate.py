@@ -103,19 +103,19 @@ def settings(args: argparse.Namespace) -> Settings:
 
 
 def evaluate_batch(evaluator: Evaluator, batch: Batch, items: list[Item], wanted: set[int],
-                   device: torch.device) -> list[dict]:
+                   device: torch.device) -> tuple[list[dict], None]:
     """The records of the images of ``batch`` in ``wanted``: every chosen metric of every
     method (null where a metric does not apply) and each method's explanation time per
-    image; an unreadable file's record says why."""
+    image; an unreadable file's record says why. No files to write."""
     records = [failure_record(items[i], reason) for i, reason in batch.failures if i in wanted]
     if batch.pixels is None:
-        return records
+        return records, None
     seed = evaluator.context.settings.seed + min(batch.indices + [i for i, _ in batch.failures])
     got = evaluator.batch(batch.pixels.to(device), seed)
     for row, index in enumerate(batch.indices):
         if index in wanted:
             records.append({**base_record(items[index]), **got.record(row)})
-    return records
+    return records, None
 
 
 def _write_sheet(path: Path, evaluator: Evaluator, items: list[Item], size: int, device: torch.device) -> None:
@@ -150,14 +150,17 @@ def _evaluate(args: argparse.Namespace, ctx: Context, out: Path) -> int:
     evaluator = Evaluator.build(target.model, target.layer, names, [m.name for m in chosen], settings(args),
                                 backend=args.backend, reshape_transform=target.transform)
     context = evaluator.context
-    config = {**run_config("evaluate", args, target), "steps": args.steps, "scales": args.scales,
+    config = {**run_config("evaluate", args, target, ctx.device), "steps": args.steps, "scales": args.scales,
               "draws": args.draws, "seed": args.seed, "method_names": list(evaluator.cams),
               "metric_groups": [m.name for m in evaluator.chosen], "road_percentiles": args.road_percentiles,
               "road_noise": args.road_noise, "sanity_steps_reported": [s + 1 for s in context.sanity_at],
               "sanity_layers": context.sanity_layers, "photos": None if args.paths else photo_set(args)}
     process = partial(evaluate_batch, evaluator, device=ctx.device)
+    shape = (args.batch_size, 3, args.size, args.size)
     outcome = run_dataset(ctx, items, out, batch_size=args.batch_size, size=args.size, workers=args.workers,
-                          keep_images=False, process=process, command="evaluate", config=config)
+                          keep_images=False, process=process, command="evaluate", config=config,
+                          decode_on_device=config["decode"] == "device",
+                          warm_up=partial(evaluator.warm_up, shape, ctx.device) if ctx.device.type == "cuda" else None)
     if not ctx.main:  # the run's exit status is rank 0's (torchrun stops every rank when one fails)
         return 0
     records = outcome.records

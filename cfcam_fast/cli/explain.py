@@ -39,9 +39,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import torch
+
+from ..cams.cfcam import CFCAM
 from ..core.timing import timed
 from ..data.dataset import Batch, Item
 from . import argtypes
@@ -55,6 +59,7 @@ from .options import (
     load_target,
     photo_set,
     run_config,
+    warm_up,
 )
 from .outputs import save_map, write_file_atomic, write_text_atomic
 from .sharded import base_record, failure_record, run_command, run_dataset, write_csv
@@ -106,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _explain_images(args: argparse.Namespace, ctx: Context, out: Path) -> int:
-    from ..cams.cfcam import CFCAM
     from ..core.config import CFCAMConfig
     from ..core.resolve import resolve_plan
     from ..data.models import imagenet_classes
@@ -119,15 +123,17 @@ def _explain_images(args: argparse.Namespace, ctx: Context, out: Path) -> int:
                f"{args.model}, layer {target.layer_name}") if args.annotate else None
     if args.save_maps:
         (out / "maps").mkdir(parents=True, exist_ok=True)
-    config = {**run_config("explain", args, target), "filter": args.filter, "weighting": args.weighting}
+    config = {**run_config("explain", args, target, ctx.device), "filter": args.filter,
+              "weighting": args.weighting}
     with CFCAM(target.model, [target.layer], reshape_transform=target.transform,
                config=CFCAMConfig(filter=args.filter, weighting=args.weighting), backend=args.backend) as cam:
-        def process(batch: Batch, items: list[Item], wanted: set) -> list[dict]:
+        def process(batch: Batch, items: list[Item], wanted: set[int]) -> tuple[list[dict], Callable[[], None] | None]:
             return _explain_batch(cam, batch, items, wanted, out, classes, args, caption, ctx.device)
 
         outcome = run_dataset(ctx, items, out, batch_size=args.batch_size, size=args.size,
                               workers=args.workers, keep_images=args.overlays, process=process,
-                              command="explain", config=config)
+                              command="explain", config=config, decode_on_device=config["decode"] == "device",
+                              warm_up=warm_up(cam, args.batch_size, args.size, ctx.device))
     if not ctx.main:  # the run's exit status is rank 0's (torchrun stops every rank when one fails)
         return 0
     records = outcome.records
@@ -161,17 +167,20 @@ def _summary_entry(record: dict) -> dict:
     return {k: entry[k] for k in SUMMARY_FIELDS if k in entry}
 
 
-def _explain_batch(cam, batch: Batch, items: list[Item], wanted: set, out: Path, classes: list[str],
-                   args: argparse.Namespace, caption, device) -> list[dict]:
+def _explain_batch(cam: CFCAM, batch: Batch, items: list[Item], wanted: set[int], out: Path, classes: list[str],
+                   args: argparse.Namespace, caption: str | None,
+                   device: torch.device) -> tuple[list[dict], Callable[[], None] | None]:
     """Explain ``batch`` as one model call (each image alone if that call fails, to find the bad
-    one) and return the records of the images in ``wanted``, after writing their files."""
+    one); returns the records of the images in ``wanted`` and the function that writes their
+    files (maps and overlays), which the loop runs on its writer thread."""
     from ..data.models import class_name
     from ..viz import save_overlay
 
     records = [failure_record(items[i], reason) for i, reason in batch.failures if i in wanted]
+    writes: list[Callable[[], None]] = []
     pixels = batch.pixels
     if pixels is None:
-        return records
+        return records, None
     number = min(batch.indices + [i for i, _ in batch.failures]) // args.batch_size
     pending = [list(range(len(batch.indices)))]
     while pending:
@@ -184,27 +193,33 @@ def _explain_batch(cam, batch: Batch, items: list[Item], wanted: set, out: Path,
             elif batch.indices[group[0]] in wanted:
                 records.append(failure_record(items[batch.indices[group[0]]], f"cannot explain it: {exc}"))
             continue
-        probabilities = result.logits.float().softmax(1).cpu()
+        class_idx, logits = result.model_outputs()
+        probabilities = logits.float().softmax(1).cpu()
         maps = result.maps.cpu()
         for row, position in enumerate(group):
             index = batch.indices[position]
             if index not in wanted:
                 continue
             item = items[index]
-            k = int(result.class_idx[row])
+            k = int(class_idx[row])
             label = class_name(classes, k)
             confidence = float(probabilities[row, k])
             record = {**base_record(item), "class": k, "class_name": label, "confidence": confidence}
             if args.save_maps:
-                save_map(out / "maps" / f"{item.name}.npy", maps[row].numpy())
+                writes.append(partial(save_map, out / "maps" / f"{item.name}.npy", maps[row].numpy()))
                 record["map"] = f"maps/{item.name}.npy"
             if args.overlays:
                 png = out / f"{item.name}_cfcam.png"
-                write_file_atomic(png, partial(save_overlay, image=batch.images[position], cam=maps[row],
-                                               title=f"{label} ({confidence * 100:.1f}%)", caption=caption,
-                                               colorbar=args.annotate))
+                writes.append(partial(write_file_atomic, png, partial(
+                    save_overlay, image=batch.images[position], cam=maps[row],
+                    title=f"{label} ({confidence * 100:.1f}%)", caption=caption, colorbar=args.annotate)))
                 record["overlay"] = png.name
             record["timing"] = {"batch": number, "batch_size": len(group),
                                 "batch_milliseconds": round(milliseconds, 3)}
             records.append(record)
-    return records
+
+    def write_files() -> None:
+        for write in writes:
+            write()
+
+    return records, write_files if writes else None

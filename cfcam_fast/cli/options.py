@@ -6,8 +6,11 @@ import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import torch
 from torch import nn
 
+from ..cams.base import BaseCAM
+from ..core.plan import CORES
 from . import argtypes
 
 
@@ -48,11 +51,11 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
                         "it (default: auto, vit or swin for those families, else none)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu; under "
                         "torchrun each process takes cuda:LOCAL_RANK, or the CPU)")
-    parser.add_argument("--backend", default="auto", help="CF-CAM backend: auto, reference, torch, triton "
-                        "(default: auto)")
+    parser.add_argument("--backend", default="auto",
+                        help=f"CF-CAM backend: {', '.join(('auto', *CORES))} (default: auto)")
 
 
-def load_target(args: argparse.Namespace, device: Any, size: int = 224) -> Target:
+def load_target(args: argparse.Namespace, device: torch.device, size: int = 224) -> Target:
     """The model, layer and reshape the options ask for; ``ValueError`` unless the model runs
     on ``size`` x ``size`` images and the layer then gives CF-CAM a ``[B, C, H, W]`` output."""
     import torch
@@ -70,13 +73,29 @@ def load_target(args: argparse.Namespace, device: Any, size: int = 224) -> Targe
     return Target(model, name, layer, transform)
 
 
-def run_config(command: str, args: argparse.Namespace, target: Target) -> dict:
+def run_config(command: str, args: argparse.Namespace, target: Target, device: torch.device) -> dict:
     """The options every dataset run records in its ``config.json`` (a rerun into the same
     ``--out`` must match them): the command, the model, weights, layer, reshape, backend,
-    image size and batch size."""
+    image size, batch size and where JPEGs are decoded (``"device"`` or ``"cpu"``: the two
+    resize alike to about one grey level, not bit for bit)."""
+    decode = "device" if args.decode == "auto" and device.type == "cuda" else "cpu"
     return {"command": command, "model": args.model, "weights": args.weights, "random_weights": args.random_weights,
             "layer": target.layer_name, "reshape": args.reshape, "backend": args.backend, "size": args.size,
-            "batch_size": args.batch_size}
+            "batch_size": args.batch_size, "decode": decode}
+
+
+def warm_up(cam: BaseCAM, batch_size: int, size: int, device: torch.device) -> Callable[[], None] | None:
+    """On CUDA, the call that pays a dataset run's one-time costs before its loop: ``cam``
+    explains a random batch of the run's shape twice (kernel compilation and autotuning,
+    then the capture of the core's graph); ``None`` elsewhere."""
+    if device.type != "cuda":
+        return None
+
+    def run() -> None:
+        x = torch.randn(batch_size, 3, size, size, device=device, generator=torch.Generator(device).manual_seed(0))
+        for _ in range(2):
+            cam.explain(x)
+    return run
 
 
 def check_backend(name: str, device: Any) -> None:
@@ -105,6 +124,10 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=argtypes.number(0.0, strict=True), default=600.0,
                         help="under torchrun: seconds a rank waits for the others in a collective "
                         "before it gives up with an error (default: %(default)g)")
+    parser.add_argument("--decode", choices=("auto", "cpu"), default="auto",
+                        help="where JPEG files are decoded and resized: auto, on the device when it is CUDA "
+                        "(nvJPEG, in batches; files it refuses go to the CPU) and in the DataLoader workers "
+                        "otherwise; cpu, always in the workers (default: auto)")
 
 
 def add_photos_argument(parser: argparse.ArgumentParser) -> None:

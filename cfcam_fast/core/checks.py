@@ -47,7 +47,7 @@ def check_layout(activations: torch.Tensor, gradients: torch.Tensor) -> None:
     """The host-side half of ``check_captured``: types, shapes, dtypes and devices."""
     for name, t in (("activations", activations), ("gradients", gradients)):
         if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            raise ValueError(f"{name} must be a torch.Tensor (or an array with __dlpack__), got {type(t).__name__}")
         if t.dim() != 4:
             raise ValueError(f"{name} must be [B, C, H, W], got shape {tuple(t.shape)}")
         if not t.is_floating_point():

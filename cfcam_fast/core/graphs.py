@@ -9,16 +9,17 @@ later calls replay it; an eager call runs until then, and whenever a capture fai
 warns once for that key).
 
 What is cached: per key, the captured graph with its memory pool (the pairwise buffer and
-every intermediate of one call), static copies of the inputs and the outputs, at most
-``CAPACITY`` keys (the least recently used goes first). ``clear()`` frees them all;
-``set_enabled(False)`` (or ``CFCAM_GRAPHS=0`` in the environment) turns graphs off.
+every intermediate of one call), static copies of the inputs and the outputs, for at most
+``CAPACITY`` keys: once they are taken, calls with other keys run eagerly (a loop over more
+keys than that never captures one graph after another). ``clear()`` frees them all and
+starts over; ``set_enabled(False)`` (or ``CFCAM_GRAPHS=0`` in the environment) turns graphs
+off.
 """
 from __future__ import annotations
 
 import os
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
@@ -28,7 +29,7 @@ from .backends import torch_backend
 from .config import CFCAMConfig, CFCAMResult
 from .plan import Plan
 
-CAPACITY = 4  # keys kept at once
+CAPACITY = 8  # keys with a graph at once
 WARMUP_RUNS = 2  # eager runs on a side stream before the capture (kernel compilation, cuDNN choices)
 
 _enabled = os.environ.get("CFCAM_GRAPHS", "1") not in ("0", "")
@@ -46,7 +47,7 @@ class _Entry:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+_entries: dict[Hashable, _Entry] = {}
 _seen: set[Hashable] = set()
 _guard = threading.Lock()
 
@@ -111,12 +112,9 @@ def run(activations: torch.Tensor, gradients: torch.Tensor, output_size: tuple[i
             if key not in _seen:
                 _seen.add(key)
                 return None
-            if not _fits(activations, config, plan):
+            if len(_entries) >= CAPACITY or not _fits(activations, config, plan):
                 return None
             entry = _entries[key] = _Entry(torch.empty_like(activations), torch.empty_like(gradients))
-            while len(_entries) > CAPACITY:
-                _entries.popitem(last=False)
-        _entries.move_to_end(key)
     with entry.lock:
         if entry.failed:
             return None

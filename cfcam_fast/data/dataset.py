@@ -17,6 +17,7 @@ images however many processes share the work.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from . import jpeg
 from .images import load_image, preprocess
 from .photos import PHOTO_SETS, photo_set
 
@@ -154,16 +156,28 @@ class ImageDataset(Dataset):
 
     ``dataset[i]`` is ``{"index": i, "pixels": [3, size, size] float32}`` plus ``"image"``
     (the RGB image as read) when ``keep_images``; for an unreadable file it is
-    ``{"index": i, "error": reason}`` instead of an exception.
+    ``{"index": i, "error": reason}`` instead of an exception. With ``encoded_jpegs``, a
+    JPEG file is only read: ``{"index": i, "jpeg": its bytes as a uint8 tensor}``, for
+    ``on_device`` to decode on the GPU.
     """
 
-    def __init__(self, items: Sequence[Item], size: int = 224, keep_images: bool = False):
+    def __init__(self, items: Sequence[Item], size: int = 224, keep_images: bool = False,
+                 encoded_jpegs: bool = False):
         self.items, self.size, self.keep_images = list(items), size, keep_images
+        self.encoded_jpegs = encoded_jpegs
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
+        key = self.items[index].key
+        if self.encoded_jpegs and Path(key).is_file():
+            try:
+                data = Path(key).read_bytes()
+            except OSError as exc:
+                return {"index": index, "error": f"cannot read image: {exc}"}
+            if jpeg.is_jpeg(data):
+                return {"index": index, "jpeg": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
         try:
             image = read_image(self.items[index].key)
         except ValueError as exc:
@@ -177,13 +191,15 @@ class ImageDataset(Dataset):
 @dataclass
 class Batch:
     """A collated batch: the readable images' ``indices``, ``pixels`` (``[B, 3, S, S]``, or
-    None when none was readable) and ``images`` (as read, if kept), and ``failures``
-    (``(index, reason)`` per unreadable file)."""
+    None when none was readable) and ``images`` (as read, if kept), ``failures``
+    (``(index, reason)`` per unreadable file) and ``encoded`` (``(index, bytes)`` per JPEG
+    left for ``on_device`` to decode; ``indices`` and ``pixels`` do not hold those yet)."""
 
     indices: list[int] = field(default_factory=list)
     pixels: torch.Tensor | None = None
     images: list = field(default_factory=list)
     failures: list[tuple[int, str]] = field(default_factory=list)
+    encoded: list[tuple[int, torch.Tensor]] = field(default_factory=list)
 
 
 def collate(samples: Sequence[dict]) -> Batch:
@@ -193,6 +209,8 @@ def collate(samples: Sequence[dict]) -> Batch:
     for sample in samples:
         if "error" in sample:
             batch.failures.append((sample["index"], sample["error"]))
+        elif "jpeg" in sample:
+            batch.encoded.append((sample["index"], sample["jpeg"]))
         else:
             good.append(sample)
     batch.indices = [s["index"] for s in good]
@@ -200,6 +218,43 @@ def collate(samples: Sequence[dict]) -> Batch:
     if good:
         batch.pixels = torch.stack([s["pixels"] for s in good])
     return batch
+
+
+def on_device(batch: Batch, device: torch.device, size: int, keep_images: bool) -> Batch:
+    """``batch`` with every image's pixels on ``device``, in index order: the JPEGs it holds
+    encoded decoded there (``jpeg.decode``; one the GPU decoder refuses is decoded on the CPU
+    instead, and one nobody can decode becomes a failure). Kept images of decoded JPEGs are
+    ``[H, W, 3]`` uint8 arrays."""
+    if not batch.encoded:
+        if batch.pixels is not None:
+            batch.pixels = batch.pixels.to(device, non_blocking=True)
+        return batch
+    pixels: dict[int, torch.Tensor] = {}
+    images: dict[int, object] = {}
+    failures = list(batch.failures)
+    decoded = jpeg.decode([data for _, data in batch.encoded], device)
+    for (index, data), image in zip(batch.encoded, decoded):
+        if isinstance(image, torch.Tensor):
+            pixels[index] = jpeg.to_pixels(image, size)
+            if keep_images:
+                images[index] = image.permute(1, 2, 0).cpu().numpy()
+            continue
+        try:  # the GPU decoder refused it: Pillow may still read it (CMYK, say)
+            opened = load_image(io.BytesIO(data.numpy().tobytes()))
+        except ValueError as exc:
+            failures.append((index, f"cannot read image: {exc.__cause__ or exc}"))
+            continue
+        pixels[index] = preprocess([opened], size)[0].to(device)
+        if keep_images:
+            images[index] = opened
+    if batch.pixels is not None:  # the images decoded on the CPU (collate stacked them in order)
+        for row, index in enumerate(batch.indices):
+            pixels[index] = batch.pixels[row].to(device, non_blocking=True)
+            if keep_images:
+                images[index] = batch.images[row]
+    order = sorted(pixels)
+    return Batch(indices=order, pixels=torch.stack([pixels[i] for i in order]) if order else None,
+                 images=[images[i] for i in order] if keep_images else [], failures=sorted(failures))
 
 
 def plan_batches(count: int, batch_size: int) -> list[list[int]]:
@@ -210,7 +265,7 @@ def plan_batches(count: int, batch_size: int) -> list[list[int]]:
     return [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
 
 
-def loader(dataset: ImageDataset, batches: Sequence[Sequence[int]], workers: int) -> DataLoader:
+def loader(dataset: ImageDataset, batches: Sequence[Sequence[int]], workers: int) -> DataLoader[Batch]:
     """A DataLoader over ``batches`` (lists of indices) of ``dataset``, decoding in ``workers``
     worker processes (0: in this process) two batches ahead, collated by ``collate``."""
     if workers < 0:

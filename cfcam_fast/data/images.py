@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ def preprocess(images: Sequence[Image.Image], size: int = 224) -> torch.Tensor:
 ALPHA_BACKGROUND = (255, 255, 255)  # what transparent pixels are composited on: white
 
 
-def load_image(path: str | Path) -> Image.Image:
+def load_image(path: str | Path | BinaryIO) -> Image.Image:
     """The image at ``path`` as RGB, as a photo viewer shows it: EXIF orientation applied,
     transparency composited on ``ALPHA_BACKGROUND`` (white), 16-bit greyscale scaled to 8 bits;
     palette, greyscale and CMYK images converted. An unreadable file is

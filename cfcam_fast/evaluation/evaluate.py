@@ -18,7 +18,7 @@ from torch import nn
 
 from ..cams.base import BaseCAM
 from ..core.timing import timed
-from .groups import METRICS, Context, Explained, Metric, Settings, select_metrics
+from .groups import Context, Explained, Metric, Settings, select_metrics
 from .methods import build_methods, select_methods
 from .summary import summarize, tables
 
@@ -97,6 +97,15 @@ class Evaluator:
                     values[name][key] = [float(v) for v in tensor.detach().double().cpu()]
         return BatchValues(classes or [], values, milliseconds)
 
+    def warm_up(self, shape: tuple[int, ...], device: torch.device) -> None:
+        """Pay the one-time costs (kernel compilation, autotuning, graph capture) before the
+        first timed batch: every method explains a random batch of ``shape`` twice."""
+        x = torch.randn(shape, device=device, generator=torch.Generator(device).manual_seed(0))
+        for name, cam in self.cams.items():
+            for _ in range(2):
+                cam.explain(x)
+            self.warmed.add(name)
+
     def summarize(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Per method and metric the mean over ``records`` and its bootstrap interval."""
         return summarize(records, list(self.cams), self.context.settings.seed)
@@ -139,4 +148,4 @@ def evaluate(model: nn.Module, layer: nn.Module, images: torch.Tensor, methods: 
     return Evaluation(records, summary, evaluator.tables(summary))
 
 
-__all__ = ["METRICS", "BatchValues", "Evaluation", "Evaluator", "Settings", "evaluate", "reseed"]
+__all__ = ["BatchValues", "Evaluation", "Evaluator", "evaluate", "reseed"]

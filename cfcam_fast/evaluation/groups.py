@@ -205,6 +205,7 @@ METRICS: list[Metric] = [
     Metric("sensitivity", _class_sensitivity, lambda context: SENSITIVITY_COLUMNS),
     Metric("sanity", _sanity, _sanity_columns),
 ]
+"""Every metric group an evaluation can compute, in the order of its tables."""
 FAITHFULNESS = ("confidence", "deletion", "road")  # the groups of the first table
 
 

@@ -49,6 +49,7 @@ METHODS: dict[str, Method] = {
     "NormGrad": Method(NormGrad),
     "Score-CAM": Method(ScoreCAM),
 }
+"""Every method an evaluation can compare, by display name, in the order of its tables."""
 
 
 def short_key(name: str) -> str:
