@@ -121,14 +121,16 @@ struct Image {
 
 // keep[t] = 1 unless a[t] is certainly below `low` or certainly above `high`; returns the
 // number certainly below. (low, high: the bracket minus / plus the row point's slack.)
-// Pairs of equal points (group[t] == own) are left out of both.
+// Pairs of equal points (group[t] == own) are left out of both. A value that overflowed
+// float32 (points beyond about 2^63) is never certain: its pair is recomputed.
 CFCAM_VECTOR_CLONES
 int32_t bracket_row(const float* a, const float* slack, const int32_t* group, int32_t own, int32_t len,
                     float low, float high, uint8_t* keep) {
   int32_t below = 0;
   for (int32_t t = 0; t < len; ++t) {
-    const bool under = a[t] + slack[t] < low;
-    const bool over = a[t] - slack[t] > high;
+    const bool finite = a[t] - a[t] == 0.0f;
+    const bool under = finite & (a[t] + slack[t] < low);
+    const bool over = finite & (a[t] - slack[t] > high);
     const bool same = group[t] == own;
     below += under & !same;
     keep[t] = !under & !over & !same;
@@ -137,14 +139,15 @@ int32_t bracket_row(const float* a, const float* slack, const int32_t* group, in
 }
 
 // near[t] = 1 if a[t] is certainly within the threshold (or the points are equal: 0 apart);
-// unsure[t] = 1 if it cannot be told.
+// unsure[t] = 1 if it cannot be told (always so for a value that overflowed float32).
 CFCAM_VECTOR_CLONES
 void threshold_row(const float* a, const float* slack, const int32_t* group, int32_t own, int32_t len,
                    float yes_below, float no_above, uint8_t* near, uint8_t* unsure) {
   for (int32_t t = 0; t < len; ++t) {
     const bool same = group[t] == own;
-    const bool yes = (a[t] + slack[t] <= yes_below) | same;
-    const bool no = a[t] - slack[t] > no_above;
+    const bool finite = a[t] - a[t] == 0.0f;
+    const bool yes = (finite & (a[t] + slack[t] <= yes_below)) | same;
+    const bool no = finite & (a[t] - slack[t] > no_above);
     near[t] = yes;
     unsure[t] = !yes & !no;
   }

@@ -43,6 +43,19 @@ def doubled_percentile_ranks(m: torch.Tensor, q: float) -> tuple[torch.Tensor, t
     return torch.stack([k // 2, torch.minimum(k + 1, n_ordered - 1) // 2], 1), t
 
 
+def sqrt_rn(x: torch.Tensor) -> torch.Tensor:
+    """Square roots of float64 ``x >= 0`` rounded as IEEE 754 rounds them (to nearest), as
+    NumPy, SciPy's ``pdist`` and CUDA compute them. ``torch.sqrt`` does so on CUDA, but on
+    the CPU some builds round about 0.7% of float64 square roots one ulp off (torch 2.14.1
+    with AVX-512), so CPU tensors go through NumPy (no copy). Under ``torch.compile``,
+    which cannot trace that, ``torch.sqrt`` is kept."""
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return x.sqrt()
+    import numpy as np
+
+    return torch.from_numpy(np.sqrt(x.detach().contiguous().numpy()))
+
+
 def lerp(a, b, t):
     """NumPy's ``_lerp``: the same rounding for scalars and tensors."""
     diff = b - a

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .formulas import doubled_percentile_ranks, lerp
+from .formulas import doubled_percentile_ranks, lerp, sqrt_rn
 
 SAMPLE_SIZE = 1 << 15
 
@@ -70,6 +70,6 @@ def eps_from_sq_distances(sq_dist: torch.Tensor, counts: torch.Tensor, q: float,
     ranks, t = doubled_percentile_ranks(counts * (counts - 1) // 2, q)
     safe = counts >= 2
     values = select(sq_dist, torch.where(safe, counts, 2), ranks * safe[:, None]).to(torch.float64)
-    values = values.clamp(min=0.0).sqrt()
+    values = sqrt_rn(values.clamp(min=0.0))
     eps = lerp(values[:, 0], values[:, 1], t).clamp(min=floor)
     return torch.where(safe, eps, math.nan)

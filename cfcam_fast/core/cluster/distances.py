@@ -14,6 +14,7 @@ import math
 import torch
 
 from .. import native
+from ..formulas import sqrt_rn
 from ..plan import Plan
 from ..selection import eps_from_sq_distances, pair_ranks_torch
 from ..workspace import pair_buffer
@@ -93,13 +94,14 @@ class PairDistances:
 
 def sq_threshold(eps: torch.Tensor) -> torch.Tensor:
     """The largest float64 ``T`` with ``sqrt(T) <= eps``, so that ``d2 <= T`` decides
-    ``sqrt(d2) <= eps`` exactly (sqrt is correctly rounded, hence monotone)."""
+    ``sqrt(d2) <= eps`` exactly (a correctly rounded sqrt, ``formulas.sqrt_rn``, is
+    monotone)."""
     eps = eps.to(torch.float64)
     t = eps * eps
     inf = torch.full_like(t, math.inf)
     for _ in range(4):
-        t = torch.where(t.sqrt() > eps, torch.nextafter(t, -inf), t)
+        t = torch.where(sqrt_rn(t) > eps, torch.nextafter(t, -inf), t)
     for _ in range(4):
         up = torch.nextafter(t, inf)
-        t = torch.where(up.sqrt() <= eps, up, t)
+        t = torch.where(sqrt_rn(up) <= eps, up, t)
     return t
