@@ -8,9 +8,10 @@ Writes ``--images`` JPEGs (the bundled photos, cropped and resized to 256x256 in
 temporary folder and runs ``python -m cfcam_fast explain`` on them (``--random-weights``,
 ``--no-overlays``, fresh ``--out``) once per process count: one process directly, more under
 ``python -m torch.distributed.run``. Prints a markdown table: the dataset loop's images per
-second (``run.json``, from reading the first batch to the merged ``results.jsonl``), the
-seconds until the first batch was written and the rate after it (one-time costs such as
-kernel compilation and the loader's start land in the first batch), the
+second (``run.json``, from the start of the loop to the merged ``results.jsonl``), the
+warm-up call's seconds (on CUDA: kernel compilation, autotuning, the core's graph), the
+seconds until the first batch was explained and the steady rate after it (the loader's
+start and the first decode land in the first batch), the
 whole command's wall time (process start, imports and model set-up included), the torch
 threads per process (``--threads`` sets ``OMP_NUM_THREADS`` for every run; without it one
 process takes torch's default and torchrun sets 1 per process), and the
@@ -104,8 +105,9 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, torch "
           f"{torch.__version__}; {args.model} (random weights) at {args.size} px, {args.images} JPEGs of "
           f"256x256, batch {args.batch_size}, device {args.device}, overlays off\n")
-    rows = ["| processes | torch threads each | images/s (dataset loop) | first batch s | images/s after it "
-            "| command wall s | images/s (wall) |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| processes | torch threads each | images/s (dataset loop) | warm-up s | first batch s "
+            "| images/s after it (steady) | command wall s | images/s (wall) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary) / "images"
         folder.mkdir()
@@ -114,11 +116,11 @@ def main() -> None:
             wall, run = run_explain(folder, Path(temporary) / f"out{processes}", processes, args)
             this_run = run["this_run"]
             first = this_run["first_batch_seconds"]
-            later = max(0, args.images - processes * args.batch_size)  # every rank's first batch ends together
-            after = later / (this_run["seconds"] - first) if later and this_run["seconds"] > first else float("nan")
+            steady = this_run["steady_images_per_second"]
             threads = args.threads or (1 if processes > 1 else torch.get_num_threads())
-            rows.append(f"| {processes} | {threads} | {this_run['images_per_second']:.2f} | {first:.2f} | {after:.2f} "
-                        f"| {wall:.1f} | {args.images / wall:.2f} |")
+            rows.append(f"| {processes} | {threads} | {this_run['images_per_second']:.2f} | "
+                        f"{this_run['warmup_seconds']:.2f} | {first:.2f} | "
+                        f"{'-' if steady is None else f'{steady:.2f}'} | {wall:.1f} | {args.images / wall:.2f} |")
     print("\n".join(rows))
     rate = ceiling(args)
     print(f"\nin-process ceiling (CFCAM.explain on one batch, {torch.get_num_threads()} threads): {rate:.2f} images/s")

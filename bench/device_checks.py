@@ -45,7 +45,7 @@ from cfcam_fast.core.selection import eps_from_sq_distances
 from . import latency
 
 CHANNELS, SIDE = 2048, 7
-PATHS = [("torch", "native"), ("torch", "torch"), ("triton", "native")]
+PATHS = [("torch", "native"), ("torch", "torch"), ("triton", "native"), ("triton", "fused")]
 
 
 def captured(batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,33 +169,55 @@ def timings(device: torch.device, batches: list[int], repeats: int) -> list[dict
             rows.append({**row, "ms_per_image": median_ms(select_and_label, device, repeats) / batch})
         except Exception as exc:
             rows.append({**row, "skipped": f"FAILED: {type(exc).__name__}: {exc}"})
+    if device.type == "cuda" and cluster.unavailable_reason("fused", device) is None:
+        from cfcam_fast.kernels.pairs import fused_eps_and_labels
+
+        batch = max(batches)
+        A, _ = captured(batch, device)
+        points = A.flatten(2)[:, CHANNELS // 4:].contiguous()
+        counts = torch.full((batch,), points.shape[1], dtype=torch.int64, device=device)
+        ms = min_samples_for(counts, cf.CFCAMConfig())
+        floor = torch.full((batch,), 1e-5, dtype=torch.float64, device=device)
+        row = dict(path="fused eps selection + labelling (given the points, no distances)", batch=batch)
+        try:
+            rows.append({**row, "ms_per_image": median_ms(
+                functools.partial(fused_eps_and_labels, points, counts, 25.0, floor, ms), device, repeats) / batch})
+        except Exception as exc:
+            rows.append({**row, "skipped": f"FAILED: {type(exc).__name__}: {exc}"})
     return rows
 
 
 def sync_points(device: torch.device) -> dict[str, str]:
-    """Per backend, the first line of cfcam_fast at which a CF-CAM call makes the host wait."""
+    """Per backend, every place at which one CF-CAM call (batch 4) makes the host wait, from
+    ``torch.cuda.set_sync_debug_mode("warn")``: one, at the end, is the design (the value
+    checks read once); a replayed graph is taken by the third call of a shape."""
     if device.type != "cuda":
         return {"cuda": "skipped: no CUDA device"}
-    import traceback
+    import warnings
 
-    A, G = captured(1, device)
+    A, G = captured(4, device)
     out = {}
     for name, backend, dbscan in runnable(device, out, "{}+{}"):
         config = cf.CFCAMConfig(dbscan_backend=dbscan)
-        cf.cfcam_explain(A, G, (224, 224), config, backend=backend)  # compile and load outside the probe
-        torch.cuda.synchronize(device)
-        torch.cuda.set_sync_debug_mode("error")
-        try:
+        for _ in range(2):  # compile and load, then capture the graph, outside the probe
             cf.cfcam_explain(A, G, (224, 224), config, backend=backend)
-            out[name] = "no host synchronisation"
-        except RuntimeError as exc:
-            ours = [f for f in traceback.extract_tb(exc.__traceback__) if "cfcam_fast" in f.filename
-                    or "/kernels/" in f.filename]
-            where = (f"{Path(ours[-1].filename).name}:{ours[-1].lineno} ({ours[-1].name}): {ours[-1].line}"
-                     if ours else "outside cfcam_fast")
-            out[name] = f"first sync at {where}; {str(exc).splitlines()[0]}"
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
+        for label in ("replayed", "eager"):
+            if label == "eager":
+                from cfcam_fast.core import graphs
+
+                graphs.set_enabled(False)
+            torch.cuda.synchronize(device)
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    cf.cfcam_explain(A, G, (224, 224), config, backend=backend)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+                if label == "eager":
+                    graphs.set_enabled(True)
+            places = [f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
+            out[f"{name}, {label}"] = f"{len(places)} host wait(s)" + (f" at {', '.join(places)}" if places else "")
     return out
 
 

@@ -68,6 +68,7 @@ def core_variants(device: torch.device) -> list[tuple[str, str, str | None, str 
     if device.type != "cuda":
         reason = "the Triton kernels run on CUDA only (the CPU interpreter is not benchmarked)"
     variants.append(("triton", "triton", None, reason))
+    variants.append(("triton, DBSCAN fused", "triton", "fused", reason))
     return variants
 
 

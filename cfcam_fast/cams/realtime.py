@@ -103,9 +103,10 @@ class RealtimeCFCAM:
                              f"{tuple(getattr(example_input, 'shape', ()))}")
         self.model, self.layer, self.config = model, target_layer, as_config(config)
         self.shape, self.dtype, self.device = tuple(example_input.shape), example_input.dtype, example_input.device
-        reason = cluster.unavailable_reason("native", self.device)
+        needed = "fused" if self.config.dbscan_backend == "fused" else "native"
+        reason = cluster.unavailable_reason(needed, self.device)
         if reason is not None:
-            raise ValueError(f"RealtimeCFCAM needs the compiled DBSCAN ops on {self.device}: {reason}")
+            raise ValueError(f"RealtimeCFCAM needs the {needed} DBSCAN backend on {self.device}: {reason}")
         self._targets = class_indices(targets, self.shape[0], self.device)
         self._lock = threading.Lock()
         self._head = None
@@ -124,8 +125,7 @@ class RealtimeCFCAM:
         fused = self.device.type == "cuda" and self.config.filter == "gaussian" \
             and backends.unavailable_reason("triton", self.device) is None
         self.plan = resolve_plan("triton" if fused else "torch", self.config, self.device)
-        buffer = torch.empty((self.shape[0], n, n), dtype=self.plan.distance_dtype, device=self.device)
-        self._fixed = torch_backend.FixedShapes(n=n, buffer=buffer)
+        self._fixed = torch_backend.FixedShapes(n=n, buffer=torch_backend.pair_matrix(self.shape[0], n, self.plan))
         self._core_fn = torch.compile(self._core, fullgraph=True) if compile else self._core
         self._graph: torch.cuda.CUDAGraph | None = None
         if graph and self.device.type == "cuda":

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 
 from .checks import is_real_number
-from .plan import Plan
+from .plan import DBSCANS, Plan
 
 FILTERS = ("gaussian", "official")
 WEIGHTINGS = ("softmax", "standardized", "linear")
-DBSCAN_BACKENDS = ("auto", "sklearn", "torch", "native", "cuml")
+DBSCAN_BACKENDS = ("auto", *DBSCANS)
 
 
 @dataclass(frozen=True)

@@ -90,10 +90,12 @@ def cached_keys() -> int:
 
 
 def _fits(activations: torch.Tensor, config: CFCAMConfig, plan: Plan) -> bool:
-    """Whether one chunk of the whole batch fits the memory budget (a graph has one chunk)."""
+    """Whether one chunk of the whole batch fits the memory budget (a graph has one chunk;
+    the fused stage holds no matrix, so it always fits)."""
     B, C = activations.shape[:2]
     n = torch_backend.max_remaining(C, config.importance_percentile)
-    return torch_backend.PAIR_BYTES * B * n * n <= torch_backend.memory_budget(config, activations.device)
+    return not plan.holds_distances or \
+        torch_backend.PAIR_BYTES * B * n * n <= torch_backend.memory_budget(config, activations.device)
 
 
 def run(activations: torch.Tensor, gradients: torch.Tensor, output_size: tuple[int, int], config: CFCAMConfig,
@@ -139,7 +141,7 @@ def _capture(entry: _Entry, output_size: tuple[int, int], config: CFCAMConfig, p
     device = entry.activations.device
     B, C = entry.activations.shape[:2]
     n = torch_backend.max_remaining(C, config.importance_percentile)
-    fixed = torch_backend.FixedShapes(n=n, buffer=torch.empty((B, n, n), dtype=plan.distance_dtype, device=device))
+    fixed = torch_backend.FixedShapes(n=n, buffer=torch_backend.pair_matrix(B, n, plan))
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     try:

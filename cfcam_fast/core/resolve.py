@@ -42,8 +42,10 @@ def unavailable_reason(key: str, device: DeviceLike | None = None) -> str | None
     where = None if device is None else torch.device(device)
     if stage == "core":
         return backends.unavailable_reason(name, where)
-    if stage == "dbscan" or (stage, name) == ("eps", "native"):
+    if stage == "dbscan" or (stage, name) in (("eps", "native"), ("eps", "fused")):
         return cluster.unavailable_reason(name, where)
+    if (stage, name) == ("distances", "float32-fused"):
+        return cluster.unavailable_reason("fused", where)
     if (stage, name) == ("distances", "float32-certified"):
         return certified.unavailable_reason(where or torch.device("cpu"))
     return None

@@ -10,21 +10,8 @@ import importlib
 
 import torch
 
+from .. import triton_kernels
 from ..plan import CORES as CORE_BACKENDS
-
-
-def _triton_reason(device: torch.device | None) -> str | None:
-    try:
-        from ...kernels._launch import interpreted
-    except ImportError:
-        return "Triton is not installed: pip install triton"
-    # Triton settles at its first import whether it interprets (kernels/_launch.py).
-    if device is not None and device.type != "cuda" and not interpreted():
-        return (f"the Triton kernels run on CUDA tensors (got {device.type}); set TRITON_INTERPRET=1 "
-                "before Triton is first imported to run them on the CPU under the interpreter")
-    if (device is None or device.type == "cuda") and not torch.cuda.is_available() and not interpreted():
-        return "no CUDA device (and Triton was not imported under TRITON_INTERPRET=1)"
-    return None
 
 
 def unavailable_reason(name: str, device: torch.device | None = None) -> str | None:
@@ -32,7 +19,7 @@ def unavailable_reason(name: str, device: torch.device | None = None) -> str | N
     if name not in CORE_BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {CORE_BACKENDS + ('auto',)}")
     if name == "triton":
-        return _triton_reason(device)
+        return triton_kernels.unavailable_reason(device)
     return None
 
 

@@ -137,11 +137,19 @@ class FixedShapes:
     """Shapes fixed before the first call, so that a call has no data-dependent shape and
     no host synchronisation: ``n``, the most channels that can fall below the importance
     split (``max_remaining``); ``buffer``, the ``[B, n, n]`` tensor for the pairwise
-    distances (dtype ``plan.distance_dtype`` of the call's plan). The batch runs as one
-    chunk."""
+    distances (dtype ``plan.distance_dtype`` of the call's plan; ``None`` for the fused
+    stage, which holds none). The batch runs as one chunk."""
 
     n: int
-    buffer: torch.Tensor
+    buffer: torch.Tensor | None
+
+
+def pair_matrix(B: int, n: int, plan: Plan) -> torch.Tensor | None:
+    """The ``[B, n, n]`` buffer of a plan's pairwise distances, or ``None`` for the fused
+    stage, which holds none."""
+    if not plan.holds_distances:
+        return None
+    return torch.empty((B, n, n), dtype=plan.distance_dtype, device=plan.device)
 
 
 def max_remaining(C: int, q: float) -> int:
@@ -180,19 +188,31 @@ def cluster_channels(A: torch.Tensor, config: CFCAMConfig, plan: Plan | None = N
         return labels.masked_fill_(~important, -1), eps
     rest = order[:, :n]
     min_samples = min_samples_for(counts, config)
+    points = flat.gather(1, rest[:, :, None].expand(-1, -1, flat.shape[2]))
+    if not plan.holds_distances:  # the fused stage: no matrix, so no chunks
+        fused = importlib.import_module("cfcam_fast.kernels.pairs")
+        eps, rest_labels = fused.fused_eps_and_labels(points.contiguous(), counts, config.eps_percentile, floor,
+                                                      min_samples)
+        return _scatter_labels(labels, rest, rest_labels, counts, n), eps
     rest_labels = torch.empty((B, n), dtype=torch.int64, device=A.device)
     step = B if fixed is not None else max(1, memory_budget(config, A.device) // (PAIR_BYTES * n * n))
     for b0 in range(0, B, step):
         b1 = min(B, b0 + step)
-        points = flat[b0:b1].gather(1, rest[b0:b1, :, None].expand(-1, -1, flat.shape[2]))
+        buffer = None if fixed is None or fixed.buffer is None else fixed.buffer[: b1 - b0]
         # eps and the labels are decided on one set of squared distances.
-        pairs = cluster.PairDistances(points, plan, None if fixed is None else fixed.buffer[: b1 - b0])
+        pairs = cluster.PairDistances(points[b0:b1], plan, buffer)
         eps[b0:b1] = pairs.eps(counts[b0:b1], config.eps_percentile, floor[b0:b1])
         rest_labels[b0:b1] = pairs.labels(counts[b0:b1], cluster.sq_threshold(eps[b0:b1].nan_to_num(0.0)),
                                           min_samples[b0:b1])
-    valid = torch.arange(n, device=A.device)[None, :] < counts[:, None]
-    # Slots past an image's count point at important channels and write -2 back.
-    return labels.scatter_(1, rest, torch.where(valid, rest_labels, -2)), eps
+    return _scatter_labels(labels, rest, rest_labels, counts, n), eps
+
+
+def _scatter_labels(labels: torch.Tensor, rest: torch.Tensor, rest_labels: torch.Tensor, counts: torch.Tensor,
+                    n: int) -> torch.Tensor:
+    """``labels`` ``[B, C]`` with the labels of each image's remaining channels written in.
+    Slots past an image's count point at important channels and write -2 back."""
+    valid = torch.arange(n, device=labels.device)[None, :] < counts[:, None]
+    return labels.scatter_(1, rest, torch.where(valid, rest_labels, -2))
 
 
 def _cluster_sums(values: torch.Tensor, labels: torch.Tensor, slots: int) -> tuple[torch.Tensor, torch.Tensor]:

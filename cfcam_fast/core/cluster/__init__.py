@@ -8,6 +8,7 @@ picks native where built, else torch (``availability.resolve``).
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import torch
@@ -31,12 +32,13 @@ def dbscan(points: ArrayLike, eps: float | ArrayLike, min_samples: int | ArrayLi
     ``eps`` and ``min_samples`` are scalars or ``[B]``; ``valid`` a bool ``[B, n]`` marks
     the points of ragged problems (invalid slots get -1). Distances are Euclidean in
     float64: with ``"native"`` on the CPU, sums of squared differences (found through a
-    certified float32 product, ``certified``); elsewhere one augmented float64
-    matrix product. The product's rounding error scales with the points' squared norms,
-    not with their distance: about ``1e-16 (|x_i|^2 + |x_j|^2)`` on the squared distance
-    (for the points 1000.0 and 1000.1, 5e-10 relative to it). Backends can differ only on a
-    pair that close to ``eps``; CF-CAM's activations, rounded to float32 first, gave no such
-    pair in the tests.
+    certified float32 product, ``certified``); with ``"fused"`` (float32 points; CUDA, or
+    Triton's interpreter) the same sums decided inside the Triton kernels without a distance
+    matrix; elsewhere one augmented float64 matrix product. The product's rounding error
+    scales with the points' squared norms, not with their distance: about
+    ``1e-16 (|x_i|^2 + |x_j|^2)`` on the squared distance (for the points 1000.0 and 1000.1,
+    5e-10 relative to it). Backends can differ only on a pair that close to ``eps``;
+    CF-CAM's activations, rounded to float32 first, gave no such pair in the tests.
     """
     back = returner(points)
     points, eps, min_samples, valid = (as_tensor(v) for v in (points, eps, min_samples, valid))
@@ -73,7 +75,14 @@ def _dbscan(points: torch.Tensor, eps: float | torch.Tensor, min_samples: int | 
     order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices
     counts = valid.sum(1)
     packed = pts.gather(1, order[:, :, None].expand_as(pts))
-    labels = PairDistances(packed, clustering_plan(backend, device)).labels(counts, sq_threshold(eps_t),
-                                                                            ms_t.to(torch.int64))
+    plan = clustering_plan(backend, device)
+    if plan.holds_distances:
+        labels = PairDistances(packed, plan).labels(counts, sq_threshold(eps_t), ms_t.to(torch.int64))
+    elif pts.dtype != torch.float32:
+        raise ValueError(f"the fused DBSCAN backend certifies float32 products: give float32 points, got {pts.dtype} "
+                         "(or another backend)")
+    else:
+        pairs = importlib.import_module("cfcam_fast.kernels.pairs")
+        labels = pairs.fused_labels(packed.contiguous(), counts, sq_threshold(eps_t), ms_t.to(torch.int64))
     out = torch.full((B, n), -1, dtype=torch.int64, device=device).scatter_(1, order, labels.to(torch.int64))
     return out[0] if single else out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import native
+from .. import native, triton_kernels
 from ..plan import DBSCANS, DeviceLike, Plan
 from . import certified, cuml_dbscan
 
@@ -21,6 +21,8 @@ def unavailable_reason(backend: str, device: torch.device | None = None) -> str 
         return native.status()["native-cuda" if device is not None and device.type == "cuda" else "native-cpu"]
     if backend == "cuml":
         return cuml_dbscan.unavailable_reason(device)
+    if backend == "fused":
+        return triton_kernels.unavailable_reason(device)
     return None
 
 
@@ -40,9 +42,12 @@ def clustering_plan(dbscan_backend: str, device: DeviceLike, core: str = "torch"
 
     The compiled selector finds eps exactly when DBSCAN is native (the ops share their
     build); on the CPU they then work on certified float32 distances where float32
-    products are IEEE (``certified.unavailable_reason``), elsewhere on float64 ones."""
+    products are IEEE (``certified.unavailable_reason``), elsewhere on float64 ones. The
+    fused Triton stage selects, labels and certifies its float32 distances itself."""
     device = torch.device(device)
     dbscan = resolve(dbscan_backend, device)
+    if dbscan == "fused":
+        return Plan(core, "fused", "float32-fused", "fused", device)
     if dbscan != "native":
         return Plan(core, dbscan, "float64", "torch", device)
     distances = "float32-certified" if certified.unavailable_reason(device) is None else "float64"

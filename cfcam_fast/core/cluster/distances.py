@@ -27,8 +27,9 @@ def labels_from_distances(dist: torch.Tensor, counts: torch.Tensor, eps: torch.T
     """Labels ``[B, n]`` from distances ``[B, n, n]`` (upper triangle read; squared
     distances with a squared threshold work alike) by DBSCAN backend ``backend`` (a name
     ``resolve`` returned): image ``b``'s points are its first ``counts[b]``; the rest get -1."""
-    if backend not in BACKENDS:
-        raise ValueError(f"labels_from_distances needs one of {BACKENDS}, got {backend!r}")
+    if backend not in BACKENDS or backend == "fused":
+        raise ValueError(f"labels_from_distances needs one of {BACKENDS[:-1]} (the fused stage labels points, "
+                         f"not distances), got {backend!r}")
     if backend == "native":
         return native.dbscan_labels(dist.contiguous(), counts.contiguous(), eps.to(dist.dtype).contiguous(),
                                      min_samples.contiguous())
