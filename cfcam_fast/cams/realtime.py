@@ -82,8 +82,9 @@ class RealtimeCFCAM:
     triton on CUDA with the gaussian filter where Triton is usable, else torch; DBSCAN as
     ``config.dbscan_backend`` resolves.
 
-    Needs the compiled DBSCAN ops (``core.native``) for the input's device: they are
-    what labels fixed-shape batches exactly without a host wait. Non-finite activations or
+    Needs the compiled DBSCAN ops (``core.native``) for the input's device, or, with
+    ``dbscan_backend="fused"``, the fused Triton stage: they label fixed-shape batches
+    exactly without a host wait. Non-finite activations or
     gradients are a ``ValueError`` naming the image on the CPU (as for ``CFCAM``); on CUDA,
     where a frame may not wait for the host, that image's map is NaN instead.
 
