@@ -11,17 +11,21 @@ Stages, each a subprocess with its own log under ``DIR`` and a time limit, in th
    (the GPU tests again under ``compute-sanitizer --tool memcheck``, with PyTorch's caching
    allocator off so that an out-of-bounds access hits memory no tensor owns) and
    ``memcheck_graph`` (the CUDA-graph tests under memcheck with the allocator on: a capture
-   cannot call ``cudaMalloc``, so those tests skip in ``memcheck``).
-3. ``checks``: ``bench.device_checks`` (CUDA against CPU, triton against torch, CUDA
+   cannot call ``cudaMalloc``, so those tests skip in ``memcheck``). Test files are found
+   by name under ``tests/``; JAX is told not to take most of the GPU's memory.
+3. ``fused``: ``bench.fused_pairs`` (the fused pairwise stage at ResNet-50 size: exact
+   against the CPU's certified path, no host wait, per-step timings against today's CUDA
+   path), its JSON folded into ``summary.md``.
+4. ``checks``: ``bench.device_checks`` (CUDA against CPU, triton against torch, CUDA
    timings at batch 1 and 64, frame latency p50/p99, host synchronisations).
-4. ``profile``: ``bench.device_profile`` (operators ranked by device and host time for
+5. ``profile``: ``bench.device_profile`` (operators ranked by device and host time for
    the paths the targets read).
-5. ``bench``: the benchmark runner's CUDA rows, batch 1 and 64, three models (``--models``),
+6. ``bench``: the benchmark runner's CUDA rows, batch 1 and 64, three models (``--models``),
    every path or those of ``--bench-paths`` (a short session times ``triton,grad-cam`` only:
    the authors' algorithm and scikit-learn's DBSCAN take most of the stage's minutes).
-6. ``road``: ``bench.road`` on CUDA (64 images; grad-cam's CPU imputer on 8), its table
+7. ``road``: ``bench.road`` on CUDA (64 images; grad-cam's CPU imputer on 8), its table
    folded into ``summary.md`` (its log stays in the scratch folder).
-7. ``dataset``: ``bench/dataset_throughput.py``, ``cfcam-fast explain`` over 512 JPEGs at
+8. ``dataset``: ``bench/dataset_throughput.py``, ``cfcam-fast explain`` over 512 JPEGs at
    batch 64 in one process on the GPU, images per second (folded in like ``road``).
 
 A failed stage does not stop the later ones. ``summary.md`` (stage table, environment,
@@ -46,8 +50,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_TEST_FILES = ["tests/test_native.py", "tests/test_triton_backend.py", "tests/test_torch_backend.py",
-                  "tests/test_cluster.py", "tests/test_capture.py", "tests/test_realtime.py"]
+# The test files memcheck runs (their GPU tests), found by name anywhere under tests/.
+MEMCHECK_TESTS = ("test_native.py", "test_triton_backend.py", "test_torch_backend.py", "test_cluster.py",
+                  "test_capture.py", "test_realtime.py", "test_pairs.py", "test_fused_backend.py",
+                  "test_enqueue_only.py", "test_cuda_concurrency.py", "test_jpeg.py")
+# The Triton kernels' tests, run whole (compiled on CUDA where it exists).
+KERNEL_TESTS = ("test_kernels.py", "test_pairs.py")
+# JAX takes 75% of the GPU's memory at its first array unless told not to; stages share the GPU.
+SHARED_GPU_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "PYTHONUNBUFFERED": "1"}
+
+
+def test_files(names: tuple[str, ...]) -> list[str]:
+    """The paths, relative to the repository, of the test files named ``names``."""
+    return sorted(str(p.relative_to(ROOT)) for name in names for p in (ROOT / "tests").rglob(name))
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider"]
 
 
@@ -83,10 +98,13 @@ def stages(work: Path, batches: str, frames: int, models: str, bench_paths: str)
         [Stage("build", [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-e", "."],
                150, {"CFCAM_CUDA": "1"}, scratch_log=True)],
         [Stage("gpu_tests", [*PYTEST, "-m", "gpu", "tests"], 240),
-         Stage("kernel_tests", [*PYTEST, "tests/test_kernels.py"], 240),
-         Stage("memcheck", memcheck and [*memcheck, *GPU_TEST_FILES], 240, {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}),
-         Stage("memcheck_graph", memcheck and [*memcheck, "-k", "cuda_graph", "tests/test_realtime.py"], 240,
+         Stage("kernel_tests", [*PYTEST, *test_files(KERNEL_TESTS)], 240),
+         Stage("memcheck", memcheck and [*memcheck, *test_files(MEMCHECK_TESTS)], 240,
+               {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}),
+         Stage("memcheck_graph", memcheck and [*memcheck, "-k", "cuda_graph or replays_a_graph",
+                                               *test_files(("test_realtime.py", "test_enqueue_only.py"))], 240,
                scratch_log=True)],
+        [Stage("fused", [sys.executable, "-m", "bench.fused_pairs"], 150, scratch_log=True)],
         [Stage("checks", [sys.executable, "-m", "bench.device_checks", "--out", str(work / "checks"),
                           "--batches", batches, "--frames", str(frames)], 240)],
         [Stage("profile", [sys.executable, "-m", "bench.device_profile"], 120)],
@@ -112,7 +130,7 @@ def run_group(group: list[Stage], out: Path, work: Path, deadline: float) -> Non
         log.write("$ " + " ".join(stage.argv) + "\n")
         log.flush()
         proc = subprocess.Popen(stage.argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **stage.env},
+                                env={**os.environ, **SHARED_GPU_ENV, **stage.env},
                                 start_new_session=True)  # its own group: a time-out kills its children too
         running.append((stage, proc, log, time.monotonic()))
     for stage, proc, log, started in running:
@@ -151,6 +169,17 @@ def _tail(path: Path, lines: int = 15) -> list[str]:
     return path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
 
 
+def _json_line(path: Path) -> dict | None:
+    """The last line of a log that is a JSON object, if any."""
+    for line in reversed(_tail(path, 50)):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
 def write_summary(out: Path, work: Path, env: dict, groups: list[list[Stage]]) -> None:
     """``summary.md`` and ``session.json`` from what has run so far."""
     every = [stage for group in groups for stage in group]
@@ -168,12 +197,17 @@ def write_summary(out: Path, work: Path, env: dict, groups: list[list[Stage]]) -
         if path.exists():
             lines += ["", f"## {name}", "", *("#" + line if line.startswith("#") else line
                                                for line in path.read_text().splitlines())]
+    fused = _json_line(work / "fused.log")
+    if fused is not None:
+        lines += ["", "## fused", "", "```json", json.dumps(fused, indent=1), "```"]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     data = {"environment": env, "stages": {s.name: {"argv": s.argv, **s.result} for s in every}}
     for name, path in {"checks": work / "checks" / "device_checks.json",
                        "bench": work / "bench" / "results.json"}.items():
         if path.exists():
             data[name] = json.loads(path.read_text())
+    if fused is not None:
+        data["fused"] = fused
     (out / "session.json").write_text(json.dumps(data, indent=2) + "\n")
 
 

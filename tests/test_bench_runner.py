@@ -98,7 +98,7 @@ def test_device_session_dry_run_on_the_cpu(tmp_path):
     written, skipped stages named, the checks' tables folded into the summary."""
     from bench import device_session
 
-    skip = "build,gpu_tests,kernel_tests,memcheck,memcheck_graph,profile,bench,road,dataset"
+    skip = "build,gpu_tests,kernel_tests,memcheck,memcheck_graph,fused,profile,bench,road,dataset"
     rc = device_session.main(["--out", str(tmp_path), "--skip", skip, "--batches", "1", "--frames", "2"])
     assert rc == 0
     summary = (tmp_path / "summary.md").read_text()
@@ -108,6 +108,20 @@ def test_device_session_dry_run_on_the_cpu(tmp_path):
     assert session["stages"]["checks"]["status"] == "passed"
     assert session["checks"]["latency"]
     assert len(list(tmp_path.iterdir())) <= 8  # what a device run can bring back
+
+
+def test_device_session_folds_the_fused_report_and_finds_test_files(tmp_path):
+    from bench import device_session
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir(), work.mkdir()
+    (work / "fused.log").write_text('$ python -m bench.fused_pairs\nwarming up\n{"exact": true, "fused_ms": 1.5}\n')
+    groups = device_session.stages(work, "1", 2, "resnet18", "")
+    device_session.write_summary(out, work, {"versions": "test"}, groups)
+    assert '"fused_ms": 1.5' in (out / "summary.md").read_text()
+    assert json.loads((out / "session.json").read_text())["fused"] == {"exact": True, "fused_ms": 1.5}
+    found = device_session.test_files(device_session.MEMCHECK_TESTS)
+    assert len(found) == len(device_session.MEMCHECK_TESTS), found  # each name is one file
 
 
 def test_device_profile_dry_run_on_the_cpu(capsys):
