@@ -206,6 +206,12 @@ def sample_torch(points: torch.Tensor, counts: torch.Tensor, q: float, sample_si
 
 
 @triton.jit
+def _bracket(st):
+    """One selection's bracket ``[L, H)``, grid origin ``G0`` and bin shift ``sh`` (slots 0-3 of its state row)."""
+    return tl.load(st + 0), tl.load(st + 1), tl.load(st + 2), tl.load(st + 3)
+
+
+@triton.jit
 def _collect(kx, inside, cand, ccount, BB: tl.constexpr, K: tl.constexpr):
     """Append the exact keys ``kx`` where ``inside`` to ``cand`` (``K`` slots), counting
     in ``ccount``."""
@@ -237,14 +243,8 @@ def scan_kernel(X, n64, slack, gid, counts, tiles, state, share, hist, cand, cco
     act0 = mode0 <= _COLLECT
     act1 = (mode1 <= _COLLECT) & (shared == 0)
     if act0 | act1:
-        L0 = tl.load(st0 + 0)
-        H0 = tl.load(st0 + 1)
-        G00 = tl.load(st0 + 2)
-        sh0 = tl.load(st0 + 3)
-        L1 = tl.load(st1 + 0)
-        H1 = tl.load(st1 + 1)
-        G01 = tl.load(st1 + 2)
-        sh1 = tl.load(st1 + 3)
+        L0, H0, G00, sh0 = _bracket(st0)
+        L1, H1, G01, sh1 = _bracket(st1)
         Xb = X + b * n * D
         n64b = n64 + b * n
         slackb = slack + b * n
@@ -392,10 +392,7 @@ def update_kernel(state, share, hist, cand, ccount, values, HB: tl.constexpr, K:
     for r in tl.static_range(2):
         st = state + (b * 2 + r) * 8
         src = tl.where(shared, 0, r)
-        L = tl.load(st + 0)
-        H = tl.load(st + 1)
-        G0 = tl.load(st + 2)
-        sh = tl.load(st + 3)
+        L, H, G0, sh = _bracket(st)
         below = tl.load(st + 4)
         mode = tl.load(st + 5)
         rank = tl.load(st + 6)
