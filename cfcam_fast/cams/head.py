@@ -33,10 +33,12 @@ ATOL = 1e-12
 
 @dataclass(frozen=True, eq=False)
 class LinearHead:
-    """A global-average-pool + linear head after the target layer: logits = mean_hw(A) @ weight.T + bias."""
+    """A global-average-pool + linear head after the target layer: logits = mean_hw(A) @ weight.T + bias.
+    ``name``: the ``nn.Linear``'s dotted name in the model (``""`` when not known)."""
 
     weight: torch.Tensor  # [K, C], the head's (detached) parameter
     bias: torch.Tensor | None  # [K] or None
+    name: str = ""
 
     def __repr__(self) -> str:
         return f"LinearHead(weight={list(self.weight.shape)}, bias={self.bias is not None})"
@@ -82,8 +84,9 @@ def find_linear_head(model: nn.Module, layer: nn.Module, example_input: torch.Te
         return None, str(exc)
     if why is not None:
         return None, why
-    return (LinearHead(head.weight.detach(), None if head.bias is None else head.bias.detach()),
-            f"global average pooling + linear head {layer_name(model, head)!r} ({head.out_features} classes), "
+    head_name = layer_name(model, head)
+    return (LinearHead(head.weight.detach(), None if head.bias is None else head.bias.detach(), head_name),
+            f"global average pooling + linear head {head_name!r} ({head.out_features} classes), "
             "proven against autograd on the example input")
 
 

@@ -11,7 +11,9 @@ the device. On CUDA the whole frame is captured once into a CUDA graph and repla
 
 Where the model ends in global average pooling and a linear layer, the gradient at the
 last block is ``W[k] / (H W)`` (``cams.head``): proven once against autograd at
-construction, the frame then runs as a forward pass under ``torch.inference_mode()``.
+construction, the frame then runs as a forward pass under ``torch.inference_mode()``, and
+``RealtimeCFCAM.export`` writes it as an ONNX model or an AOTInductor package
+(``cams.export``). ``method="gradcam"`` gives the Grad-CAM frame (CAM, for these heads).
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -32,14 +36,21 @@ from ..core.backends import torch_backend
 from ..core.checks import check_captured, finite_images
 from ..core.config import CFCAMConfig, CFCAMResult, as_config
 from ..core.graphs import graph_capture_blocker
+from ..core.output import weighted_map
 from ..core.resolve import resolve_plan
 from .capture import hooked_forward, select_logits
+from .gradcam import gradcam_weights
 from .head import LinearHead, find_linear_head
 from .imagenet import normalise
-from .model_state import eval_mode, layer_outputs, model_lock
+from .model_state import eval_mode, layer_name, layer_outputs, model_lock
 from .targets import Targets, class_indices
 
+if TYPE_CHECKING:
+    from .export import Exported
+
 Head = str | nn.Linear | None
+Method = Literal["cfcam", "gradcam"]
+METHODS: tuple[str, ...] = get_args(Method)
 
 
 class FrameError(ValueError):
@@ -90,11 +101,16 @@ class RealtimeCFCAM:
 
     Calls are serialised per object (a replayed graph has one set of buffers) and hold the
     model's lock, so concurrent calls behave like calls made one at a time.
+
+    ``method="gradcam"``: the same frame with Grad-CAM's map instead (``cf.GradCAM``'s, in
+    float64; for a global-average-pooling + linear head that is CAM), ``labels`` -2, ``eps``
+    NaN, ``plan`` None; it needs no compiled ops. ``export`` writes either frame as an ONNX
+    model or an AOTInductor package (docs/export.md).
     """
 
     def __init__(self, model: nn.Module, target_layer: nn.Module, example_input: torch.Tensor,
                  config: CFCAMConfig | None = None, targets: Targets = None, *, head: Head = "auto",
-                 graph: bool = True, compile: bool = False) -> None:
+                 graph: bool = True, compile: bool = False, method: Method = "cfcam") -> None:
         if not isinstance(model, nn.Module) or not isinstance(target_layer, nn.Module):
             raise ValueError("model and target_layer must be torch.nn.Module instances")
         if not isinstance(example_input, torch.Tensor) or example_input.dim() != 4 \
@@ -102,10 +118,12 @@ class RealtimeCFCAM:
             raise ValueError("example_input must be a float [B, C, H, W] tensor, got "
                              f"{getattr(example_input, 'dtype', type(example_input).__name__)} "
                              f"{tuple(getattr(example_input, 'shape', ()))}")
-        self.model, self.layer, self.config = model, target_layer, as_config(config)
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.model, self.layer, self.config, self.method = model, target_layer, as_config(config), method
         self.shape, self.dtype, self.device = tuple(example_input.shape), example_input.dtype, example_input.device
         needed = "fused" if self.config.dbscan_backend == "fused" else "native"
-        reason = cluster.unavailable_reason(needed, self.device)
+        reason = cluster.unavailable_reason(needed, self.device) if method == "cfcam" else None
         if reason is not None:
             raise ValueError(f"RealtimeCFCAM needs the {needed} DBSCAN backend on {self.device}: {reason}")
         self._targets = class_indices(targets, self.shape[0], self.device)
@@ -173,6 +191,10 @@ class RealtimeCFCAM:
     # ------------------------------------------------------------------ one frame
     def _core(self, A: torch.Tensor, G: torch.Tensor) -> CFCAMResult:
         with torch.no_grad():
+            if self.method == "gradcam":  # as cf.GradCAM computes it: in float64
+                A64, G64 = A.double(), G.double()
+                w = gradcam_weights(A64, G64)
+                return CFCAMResult.without_clusters(weighted_map(A64, w, self.shape[-2:]), w)
             return torch_backend.explain(A, G, self.shape[-2:], self.config, self.plan, fixed=self._fixed)
 
     def _frame(self, x: torch.Tensor) -> CFCAMResult:
@@ -220,11 +242,38 @@ class RealtimeCFCAM:
             return CFCAMResult(maps=out.maps.clone(), labels=out.labels.clone(),
                                channel_weights=out.channel_weights.clone(), weights=out.weights.clone(),
                                eps=out.eps.clone(), class_idx=class_idx.clone(), logits=logits.clone(),
-                               plan=self.plan)
+                               plan=out.plan)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The ``[B, H, W]`` maps in ``[0, 1]`` (float32, on the input's device)."""
         return self.explain(x).maps
+
+    # ------------------------------------------------------------------ deployment
+    def export(self, path: str | Path, *, extra_outputs: tuple[str, ...] = (), distances: str = "certified",
+               dbscan_loop: str = "while") -> Exported:
+        """Write this frame as a static graph to ``path``: ``.onnx`` (ONNX, opset 18; needs
+        the ``[onnx]`` extra) or ``.pt2`` (an AOTInductor package). It takes one input,
+        ``input``, of this object's shape and dtype, and returns ``logits``, ``class_idx``
+        and ``maps`` (then ``extra_outputs``: ``labels``, ``eps``, ``activations``,
+        ``gradients``, ``certified``); the config, targets, layer and head travel as
+        ``cfcam.*`` metadata. Only forward-only frames export: a head not proven to be global
+        average pooling + linear is a ``ValueError`` naming it and the reason. ``distances``
+        and ``dbscan_loop``: see ``core.exportable`` (the defaults suit every runtime).
+        The model's parameters, buffers and training flags are left as they were, and no
+        hook remains, also when the export fails. Returns ``cams.export.Exported``."""
+        from .export import Frame, export, format_of
+
+        format_of(path)
+        if self.mode != "forward-only" or self._head is None:
+            raise ValueError(f"cannot export the frame of {type(self.model).__name__} at "
+                             f"{layer_name(self.model, self.layer)!r} forward-only: the head after it is not "
+                             f"proven to be global average pooling + linear, so the frame would need a backward "
+                             f"pass, which is not exported: {self.mode_reason}")
+        frame = Frame(self.model, self.layer, self._head, self.shape, self.config, self._targets,
+                      method=self.method, extra_outputs=extra_outputs, distances=distances, loop=dbscan_loop,
+                      head_proof=self.mode_reason)
+        example = torch.randn(self.shape, generator=torch.Generator().manual_seed(0)).to(self.device, self.dtype)
+        return export(frame, path, example)
 
     # ------------------------------------------------------------------ streams
     def preprocess(self, frame) -> torch.Tensor:

@@ -56,15 +56,27 @@ def _label(adj, valid, core):
             lab = _propagate(to_core, core, lab, big)
         if torch.equal(lab, previous):
             break
-    smallest = _min_neighbour_label(to_core, lab, big)
+    return number_clusters(lab, to_core, core, valid)
+
+
+def number_clusters(lab: torch.Tensor, to_core: torch.Tensor, core: torch.Tensor,
+                    valid: torch.Tensor) -> torch.Tensor:
+    """scikit-learn's labels ``[B, n]`` once every component of core points is a star whose
+    root is its smallest index (``lab[i]`` that root for core points, ``n`` elsewhere): a
+    border point joins the smallest adjacent cluster, clusters are numbered by their
+    smallest core index, the rest is noise (-1). Steps 3 and 4 of docs/exactness.md's
+    data-parallel DBSCAN; no data-dependent shape."""
+    n = lab.shape[1]
+    idx = torch.arange(n, device=lab.device)
+    smallest = min_neighbour_label(to_core, lab, n)
     roots = core & (lab == idx[None, :])
-    rank = torch.cumsum(roots, 1) - 1
+    rank = torch.cumsum(roots.to(torch.int64), 1) - 1
     cluster = torch.where(core, lab, smallest)
-    found = valid & (cluster < big)
+    found = valid & (cluster < n)
     return torch.where(found, rank.gather(1, cluster.clamp(max=n - 1).long()), -1)
 
 
-def _min_neighbour_label(to_core: torch.Tensor, lab: torch.Tensor, big: int) -> torch.Tensor:
+def min_neighbour_label(to_core: torch.Tensor, lab: torch.Tensor, big: int) -> torch.Tensor:
     """For each point, the smallest label among its core neighbours (``big`` if none)."""
     return torch.where(to_core, lab[:, None, :], big).amin(2)
 
@@ -73,14 +85,14 @@ def _propagate(to_core: torch.Tensor, core: torch.Tensor, lab: torch.Tensor, big
     """One round: every core point and its root take the smallest label in reach, then
     labels jump to their roots until they point at themselves."""
     n = lab.shape[1]
-    seen = torch.where(core, _min_neighbour_label(to_core, lab, big), big)
+    seen = torch.where(core, min_neighbour_label(to_core, lab, big), big)
     lab = torch.minimum(lab, seen)
     # Hook: a root takes the smallest label any member of its tree has seen.
     lab = lab.scatter_reduce(1, lab.clamp(max=n - 1).long(), seen, reduce="amin", include_self=True)
-    return _jump(lab, core, big)
+    return pointer_jump(lab, core, big)
 
 
-def _jump(lab: torch.Tensor, core: torch.Tensor, big: int) -> torch.Tensor:
+def pointer_jump(lab: torch.Tensor, core: torch.Tensor, big: int) -> torch.Tensor:
     """Pointer jumping: replace each label by its label's label until it is a fixed point."""
     n = lab.shape[1]
     for _ in range(max(1, n.bit_length())):
