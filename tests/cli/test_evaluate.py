@@ -64,7 +64,6 @@ def test_evaluate_two_photos(tmp_path, capsys):
         assert png.size[0] > 600 and png.size[1] > 300
 
 
-@pytest.mark.slow
 def test_every_method_and_metric_runs_and_not_applicable_is_null(tmp_path, capsys):
     from cfcam_fast.evaluation.methods import METHODS
 
@@ -100,7 +99,6 @@ def test_every_method_and_metric_runs_and_not_applicable_is_null(tmp_path, capsy
     assert "Spearman 41/41 random ↓" in table
 
 
-@pytest.mark.slow
 def test_methods_and_metrics_filter(tmp_path, capsys):
     out = tmp_path / "out"
     args = ["evaluate", str(_two_photos(tmp_path)), *TINY, "--methods", "grad-cam, Eigen-CAM",

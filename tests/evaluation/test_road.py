@@ -146,7 +146,6 @@ def test_model_unchanged_and_targets_default_to_argmax():
     torch.testing.assert_close(result.scores, explicit.scores, rtol=0, atol=0)
 
 
-@pytest.mark.slow
 def test_chunking_gives_the_same_result():
     model = tiny_cnn()
     x = images(4, 16)

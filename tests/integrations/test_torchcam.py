@@ -197,7 +197,6 @@ def test_torchcam_equals_its_gradcam_as_grad_cam():
         assert value == pytest.approx(summaries[1][key], abs=1e-5), key
 
 
-@pytest.mark.slow
 def test_torchcam_metrics_as_in_its_suite():
     torch.manual_seed(0)
     model = torchvision.models.mobilenet_v3_small(weights=None)  # train mode: metrics switch to eval

@@ -69,8 +69,7 @@ def ragged(kind: str, seed: int, B: int, n: int, d: int):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("n,d", [(40, 3), (700, 7), pytest.param(1536, 49, marks=pytest.mark.slow)],
-                         ids=["direct", "bracketed", "resnet50"])
+@pytest.mark.parametrize("n,d", [(40, 3), (700, 7), (1536, 49)], ids=["direct", "bracketed", "resnet50"])
 def test_pair_ranks_equal_numpy_on_exact_distances(kind, n, d):
     B = 1 if n == 1536 else 3
     points, counts, gen = ragged(kind, seed=n + d + KINDS.index(kind), B=B, n=n, d=d)
@@ -92,8 +91,7 @@ def test_pair_ranks_equal_numpy_on_exact_distances(kind, n, d):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("n,d", [(40, 3), (700, 7), pytest.param(1536, 49, marks=pytest.mark.slow)],
-                         ids=["small", "medium", "resnet50"])
+@pytest.mark.parametrize("n,d", [(40, 3), (700, 7), (1536, 49)], ids=["small", "medium", "resnet50"])
 def test_labels_equal_sklearn_on_exact_distances_with_eps_ties(kind, n, d):
     B = 1 if n == 1536 else 3
     points, counts, gen = ragged(kind, seed=2 * n + d + KINDS.index(kind), B=B, n=n, d=d)
@@ -118,7 +116,7 @@ def test_labels_equal_sklearn_on_exact_distances_with_eps_ties(kind, n, d):
         assert ties > 0, "the lattices should put pairs exactly at eps"
 
 
-@pytest.mark.parametrize("d", [3, 49, pytest.param(784, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("d", [3, 49, 784])
 def test_float32_distances_lie_within_the_bound_the_ops_assume(d):
     """The ops' premise, checked directly: |approx - exact| <= (4d + 32) 2^-24 (|x_i|^2 + |x_j|^2)
     on the upper triangle, for points of mixed scales."""
