@@ -28,13 +28,14 @@ def linear_percentile_position(n: int, q: float) -> tuple[int, float]:
     return k, pos - k
 
 
-def doubled_percentile_ranks(m: torch.Tensor, q: float) -> tuple[torch.Tensor, torch.Tensor]:
+def doubled_percentile_ranks(m: torch.Tensor, q: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Percentile ``q`` of the ordered-pair list, where each of ``m[b]`` values appears twice.
 
     Returns the ranks ``[B, 2]`` of the two needed order statistics among the ``m[b]``
     unordered values and the fractions ``t`` ``[B]`` (docs/exactness.md: element ``j`` of the
     doubled sorted list is element ``j // 2`` of the sorted unordered list). The virtual
-    index is computed as NumPy computes it, in float64.
+    index is computed as NumPy computes it, in float64. ``q``: a number, or a float64
+    scalar tensor holding it (the same result; a graph traced for export keeps it exact).
     """
     n_ordered = (2 * m.to(torch.int64)).clamp(min=1)
     pos = (n_ordered - 1).to(torch.float64) * (q / 100.0)

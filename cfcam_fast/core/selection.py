@@ -61,11 +61,12 @@ def pair_ranks_torch(dist: torch.Tensor, counts: torch.Tensor, ranks: torch.Tens
     return out
 
 
-def eps_from_sq_distances(sq_dist: torch.Tensor, counts: torch.Tensor, q: float, floor: float | torch.Tensor,
-                          select=pair_ranks_torch) -> torch.Tensor:
+def eps_from_sq_distances(sq_dist: torch.Tensor, counts: torch.Tensor, q: float | torch.Tensor,
+                          floor: float | torch.Tensor, select=pair_ranks_torch) -> torch.Tensor:
     """``max(percentile_q(ordered pair distances), floor)`` per image, in float64, from
     squared distances (order statistics commute with the monotone sqrt); NaN for images
-    with fewer than 2 points. ``select`` has ``pair_ranks_torch``'s signature."""
+    with fewer than 2 points. ``select`` has ``pair_ranks_torch``'s signature; ``q`` as
+    ``doubled_percentile_ranks`` takes it."""
     counts = counts.to(torch.int64)
     ranks, t = doubled_percentile_ranks(counts * (counts - 1) // 2, q)
     safe = counts >= 2

@@ -128,7 +128,7 @@ class StaticCore(nn.Module):
         key = important.to(torch.int64) * C + torch.arange(C, device=device)[None, :]
         rest = torch.topk(key, n, dim=1, largest=False, sorted=True).indices
         points = flat.gather(1, rest[:, :, None].expand(B, n, flat.shape[2]))
-        q = cfg.eps_percentile
+        q = torch.tensor(cfg.eps_percentile, dtype=torch.float64, device=device)  # (``tracing.cond``)
         if self.distances == "exact":
             eps, adj = exact_decisions(points, counts, q, floor, pairs)
             certified = no

@@ -113,12 +113,14 @@ def _neighbours(D: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return sqrt_rn(D.clamp(min=0.0)) <= eps[:, None, None]
 
 
-def exact_decisions(points: torch.Tensor, counts: torch.Tensor, q: float, floor: torch.Tensor,
+def exact_decisions(points: torch.Tensor, counts: torch.Tensor, q: float | torch.Tensor, floor: torch.Tensor,
                     pairs: Pairs, static: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """eps ``[B]`` (float64) and the neighbour mask ``[B, n, n]`` (before the diagonal and
     validity masks) of each image's first ``counts[b]`` points ``[B, n, d]``, from the exact
-    distances of every pair. ``static``: select at the constant ranks ``pairs.r0, r1`` when
-    every image uses all ``n`` slots (``select_static``), else sort; otherwise always sort."""
+    distances of every pair, for the eps percentile ``q`` (a float64 tensor inside a traced
+    branch: ``tracing.cond``). ``static``: select at the constant ranks ``pairs.r0, r1``
+    when every image uses all ``n`` slots (``select_static``), else sort; otherwise always
+    sort."""
     D = exact_sq_distances(points)
 
     def by_sort(vals: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
@@ -144,7 +146,7 @@ def gemm_slack(d: int) -> float:
     return (6.0 * d + 32.0) * 2.0 ** -53
 
 
-def certified_decisions(points: torch.Tensor, counts: torch.Tensor, q: float, floor: torch.Tensor,
+def certified_decisions(points: torch.Tensor, counts: torch.Tensor, q: float | torch.Tensor, floor: torch.Tensor,
                         pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``exact_decisions``' eps and neighbour mask at the cost of one matrix product, with a
     certificate ``ok`` (a bool scalar): where it holds they are the exact ones.

@@ -30,7 +30,9 @@ def exporting() -> bool:
 def cond(pred: torch.Tensor, true_fn: Callable[..., Any], false_fn: Callable[..., Any],
          operands: Sequence[torch.Tensor]) -> Any:
     """``true_fn(*operands)`` if the scalar bool ``pred`` holds, else ``false_fn(*operands)``:
-    ``torch.cond`` under export, a Python ``if`` otherwise."""
+    ``torch.cond`` under export, a Python ``if`` otherwise. ``float64_constants`` does not
+    reach into the branches (they are traced apart), so a float64 constant a branch needs
+    must come in as a tensor."""
     if exporting():
         return torch.cond(pred, true_fn, false_fn, tuple(operands))
     return (true_fn if bool(pred) else false_fn)(*operands)
@@ -39,7 +41,8 @@ def cond(pred: torch.Tensor, true_fn: Callable[..., Any], false_fn: Callable[...
 def while_loop(cond_fn: Callable[..., torch.Tensor], body_fn: Callable[..., tuple[torch.Tensor, ...]],
                carried: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """Run ``carried = body_fn(*carried)`` while ``cond_fn(*carried)`` holds: the
-    ``while_loop`` operator under export, a Python loop otherwise."""
+    ``while_loop`` operator under export (its functions, like ``cond``'s branches, are
+    traced apart from ``float64_constants``), a Python loop otherwise."""
     if exporting():
         from torch._higher_order_ops import while_loop as traced_loop
 

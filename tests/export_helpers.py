@@ -1,0 +1,249 @@
+"""What the tests of exported frames share (tests/core/test_exportable_*.py,
+tests/cams/test_export_*.py, tests/cli/test_export_cli.py): a probe model whose input is
+the target layer's activations, inputs that reach every branch of the exported core, the
+map tolerance, and the comparisons with ``RealtimeCFCAM`` and the reference.
+
+The map tolerance (docs/export.md): ``|map - ref| <= 2 kappa RHO + 2^-20`` per image, with
+``kappa = max_p sum_c |alpha_c A_c(p)| / max_p cam(p)`` (the condition number of the
+normalised map: 1 for non-negative ``alpha`` and ``A``, larger where a signed ``linear``
+weighting cancels) and ``RHO = 1e-5``, a relative budget per term ``alpha_c A_c``. It covers
+float32 rounding of sums of up to 1280 terms in another order (worst case ``k u``, typically
+``sqrt(k) u`` ~ 2e-6) and the runtimes' own convolutions (activations ~2e-6 relative apart).
+The factor 2 is the normalisation (numerator and peak); bilinear upsampling is a convex
+combination and adds nothing; ``2^-20`` absorbs the float32 rounding of values in [0, 1].
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from helpers import point_cloud
+from torch import nn
+
+import cfcam_fast as cf
+
+RHO = 1e-5
+# End to end, each runtime's convolutions round the activations differently (~1e-6
+# relative), so eps (a distance between activations) agrees to this; on the same
+# activations it is identical (``check_core``).
+EPS_RTOL = 1e-5
+CONFIGS = [cf.CFCAMConfig(filter=f, weighting=w) for f in ("gaussian", "official")
+           for w in ("softmax", "standardized", "linear")]
+
+# ----------------------------------------------------------------------------- the probe
+
+PROBE_C, PROBE_SIDE, PROBE_CLASSES = 48, 3, 5
+# 48 channels: 36 slots below the importance split (max_remaining), 630 pairs; the doubled
+# list's 25th percentile reads rank 157 twice, so eps is one pair's distance exactly.
+PROBE_LOW = 36
+PROBE_KINDS = ("random", "dead", "tie", "tiny", "huge", "blobs", "chain", "grid", "duplicates", "relu")
+
+
+class Probe(nn.Module):
+    """Its input is the target layer's output (``act``), then global average pooling and a
+    linear head: a model whose activations a test chooses exactly."""
+
+    def __init__(self, channels: int = PROBE_C, classes: int = PROBE_CLASSES, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.act = nn.Identity()
+        self.fc = nn.Linear(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(x).mean((2, 3)))
+
+
+def probe_image(kind: str, seed: int) -> torch.Tensor:
+    """``[48, 3, 3]`` activations of one kind (``PROBE_KINDS``): 36 low-norm channels (a
+    point cloud in their 9 coordinates) and 12 large ones, so that exactly the 36 fall below
+    the split, except for ``"tie"`` (two equal channels at the split: 35 fall below, and the
+    exported core takes its exact fallback). ``"dead"``: 20 of the 36 are zero (190 of 630
+    pairs at distance 0, so eps sits at its floor). ``"tiny"``/``"huge"``: a random image
+    times ``2^-140`` (float32 subnormals) or ``2^100``."""
+    rng = np.random.default_rng(seed)
+    d = PROBE_SIDE * PROBE_SIDE
+    if kind in ("random", "dead", "tie", "tiny", "huge"):
+        low = rng.normal(0, 1, (PROBE_LOW, d))
+    else:
+        cloud = point_cloud(kind, PROBE_LOW, rng)
+        low = np.zeros((PROBE_LOW, d))
+        low[:, : min(d, cloud.shape[1])] = cloud[:, :d]
+        low /= max(1.0, float(np.abs(low).max()))
+    high = rng.normal(0, 1, (PROBE_C - PROBE_LOW, d)) + 50.0
+    if kind == "dead":
+        low[:20] = 0.0
+    image = np.concatenate([low, high])
+    if kind == "tie":  # sorted positions 35 and 36 (the percentile reads 35.25) hold equal channels
+        image[35] = image[36] = np.full(d, 10.0)
+    perm = rng.permutation(PROBE_C)
+    x = torch.from_numpy(image[perm]).float().reshape(PROBE_C, PROBE_SIDE, PROBE_SIDE)
+    scale = {"tiny": 2.0 ** -140, "huge": 2.0 ** 100}.get(kind, 1.0)
+    return x * scale
+
+
+def probe_batch(kinds: Sequence[str], seed: int = 0) -> torch.Tensor:
+    """``[len(kinds), 48, 3, 3]``: one ``probe_image`` per kind."""
+    return torch.stack([probe_image(kind, seed + i) for i, kind in enumerate(kinds)])
+
+
+def probe_realtime(config: cf.CFCAMConfig | None = None, targets: Any = None, batch: int = 2,
+                   method: str = "cfcam") -> cf.RealtimeCFCAM:
+    """``RealtimeCFCAM`` of a ``Probe`` at its ``act`` for ``[batch, 48, 3, 3]`` inputs."""
+    model = Probe().eval()
+    return cf.RealtimeCFCAM(model, model.act, probe_batch(["random"] * batch, seed=99), config, targets,
+                            method=method)
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+
+def map_tolerance(A: torch.Tensor, alpha: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Per image ``2 kappa RHO + 2^-20`` (module docstring), from the reference's terms."""
+    a, w = A.double(), alpha.double()
+    S = torch.einsum("bc,bchw->bhw", w.abs(), a.abs()).flatten(1).amax(1)
+    cam = torch.einsum("bc,bchw->bhw", w, a).clamp(min=0)
+    peak = F.interpolate(cam[:, None], size=tuple(size), mode="bilinear", align_corners=False).flatten(1).amax(1)
+    kappa = torch.where(peak > 0, S / torch.where(peak > 0, peak, 1.0), 0.0)
+    return 2 * kappa * RHO + 2.0 ** -20
+
+
+def assert_maps(maps: torch.Tensor, ref_maps: torch.Tensor, A: torch.Tensor, alpha: torch.Tensor) -> float:
+    """``maps`` within ``map_tolerance`` of ``ref_maps`` (NaN where the reference is NaN);
+    returns the largest error."""
+    maps, ref_maps = torch.as_tensor(maps), torch.as_tensor(ref_maps)
+    assert maps.dtype == torch.float32 and maps.shape == ref_maps.shape
+    nan = torch.isnan(ref_maps).flatten(1).any(1)
+    assert torch.equal(torch.isnan(maps).flatten(1).all(1), nan), "NaN maps differ"
+    ok = ~nan
+    if not bool(ok.any()):
+        return 0.0
+    tol = map_tolerance(A[ok], alpha[ok], ref_maps.shape[-2:])
+    err = (maps[ok] - ref_maps[ok]).abs().flatten(1).amax(1)
+    assert bool((err <= tol).all()), f"map error {err.tolist()} above tolerance {tol.tolist()}"
+    assert float(maps[ok].min()) >= 0.0 and float(maps[ok].max()) <= 1.0
+    return float(err.max())
+
+
+def layer_activations(rt: cf.RealtimeCFCAM, x: torch.Tensor) -> torch.Tensor:
+    """The target layer's output for ``x`` in eager PyTorch."""
+    from cfcam_fast.cams.model_state import eval_mode, layer_outputs
+
+    with torch.inference_mode(), eval_mode(rt.model), layer_outputs([rt.layer]) as kept:
+        rt.model(x)
+    return kept[0][0].clone()
+
+
+def check_against_realtime(rt: cf.RealtimeCFCAM, x: torch.Tensor, outs: dict, *, eps_exact: bool) -> cf.CFCAMResult:
+    """One frame's outputs (``logits``, ``class_idx``, ``maps``, and ``labels``/``eps`` if
+    present) against ``rt.explain(x)``: classes and labels identical, eps identical or
+    within ``EPS_RTOL``, maps within ``map_tolerance``."""
+    ref = rt.explain(x)
+    class_idx = torch.as_tensor(outs["class_idx"])
+    assert class_idx.dtype == torch.int64 and torch.equal(class_idx, ref.class_idx), "class_idx differs"
+    torch.testing.assert_close(torch.as_tensor(outs["logits"]), ref.logits, rtol=1e-4, atol=1e-4)
+    assert_maps(outs["maps"], ref.maps, layer_activations(rt, x), ref.weights)
+    if "labels" in outs:
+        assert torch.equal(torch.as_tensor(outs["labels"]), ref.labels), "DBSCAN labels differ"
+    if "eps" in outs:
+        eps = torch.as_tensor(outs["eps"])
+        if eps_exact:
+            assert nan_safe_equal(eps, ref.eps), f"eps {eps.tolist()} != {ref.eps.tolist()}"
+        else:
+            torch.testing.assert_close(eps, ref.eps, rtol=EPS_RTOL, atol=0, equal_nan=True)
+    return ref
+
+
+def check_core(config: cf.CFCAMConfig, outs: dict, output_size: Sequence[int]) -> None:
+    """The CF-CAM stage alone: the reference backend (SciPy, NumPy, scikit-learn) on the
+    artefact's own activations and gradients gives its labels and eps bit for bit, and its
+    maps within tolerance."""
+    A, G = torch.as_tensor(outs["activations"]), torch.as_tensor(outs["gradients"])
+    ref = cf.cfcam_explain(A, G, output_size=tuple(output_size), config=config, backend="reference")
+    assert torch.equal(torch.as_tensor(outs["labels"]), ref.labels), "labels differ from the reference's"
+    assert torch.equal(torch.as_tensor(outs["eps"]), ref.eps), "eps differs from the reference's"
+    assert_maps(outs["maps"], ref.maps, A, ref.weights)
+
+
+def nan_safe_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``torch.equal`` with NaN equal to NaN."""
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+def exact_distances(points: torch.Tensor) -> np.ndarray:
+    """``[n, n]`` SciPy ``pdist`` distances of ``[n, d]`` points (the reference's)."""
+    from scipy.spatial.distance import pdist, squareform
+
+    return squareform(pdist(points.double().numpy()))
+
+
+def sklearn_labels(dist: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
+    """scikit-learn's DBSCAN labels on precomputed distances."""
+    from sklearn.cluster import DBSCAN
+
+    return DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit(dist).labels_
+
+
+def check_pair_at_eps(activations: torch.Tensor, labels: torch.Tensor, eps: torch.Tensor) -> None:
+    """In each image, some pair of clustered channels is exactly eps apart (SciPy's
+    distance), eps is above its floor, and scikit-learn on the same distances gives the
+    labels: the boundary pair counts as neighbours, as the reference decides."""
+    for b in range(activations.shape[0]):
+        rest = (labels[b] != -2).nonzero().flatten()
+        dist = exact_distances(activations[b].flatten(1)[rest])
+        e = float(eps[b])
+        assert e > 1e-5 and bool((dist == e).any()), "no pair exactly at eps"
+        ms = max(2, int(0.05 * len(rest)))
+        assert sklearn_labels(dist, e, ms).tolist() == labels[b][rest].tolist()
+
+
+# ----------------------------------------------------------------------------- real models and artefacts
+
+_CACHE: dict = {}
+
+
+def cached(key: Any, build: Callable[[], Any]) -> Any:
+    """``build()`` once per test session for ``key`` (exports take seconds to minutes)."""
+    if key not in _CACHE:
+        _CACHE[key] = build()
+    return _CACHE[key]
+
+
+def real_model(name: str) -> tuple[nn.Module, nn.Module]:
+    """A model and its target layer: torchvision ResNet-18 (``layer4``) and MobileNetV2
+    (``features``) random-initialised (seed 0), timm EfficientNet-Lite0 with its real
+    weights (``bn2``)."""
+    from helpers import efficientnet_lite0, torchvision_model
+
+    if name == "efficientnet_lite0":
+        model, layer = efficientnet_lite0()
+        return model, model.get_submodule(layer)
+    model = torchvision_model(name)
+    return model, (model.layer4 if name == "resnet18" else model.features)
+
+
+def fresh_inputs(count: int, seed: int, shape: Sequence[int] = (1, 3, 224, 224)) -> list[torch.Tensor]:
+    """``count`` seeded random inputs, none equal to the example an export traced."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(tuple(shape), generator=gen) for _ in range(count)]
+
+
+def bundled_inputs() -> list[torch.Tensor]:
+    """The bundled photos, preprocessed, as ``[1, 3, 224, 224]`` inputs."""
+    from cfcam_fast.data.images import preprocess
+    from cfcam_fast.data.photos import bundled_photos
+
+    batch = preprocess([image for _, image in bundled_photos()])
+    return [image[None] for image in batch]
+
+
+def exported(tmp_path_factory: Any, key: tuple, rt: cf.RealtimeCFCAM, suffix: str, **kwargs: Any) -> Any:
+    """``rt.export`` into a session-wide temporary folder, once per ``key``."""
+    def build() -> Any:
+        folder = Path(tmp_path_factory.mktemp("export"))
+        return rt.export(folder / f"frame{suffix}", **kwargs)
+    return cached(("export", suffix, *key), build)
+
