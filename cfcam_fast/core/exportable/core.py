@@ -22,7 +22,8 @@ normalised (``core.output.weighted_map``), on the same rescaled float32 values (
 positively homogeneous in the activations and in the weights before its normalisation).
 
 A static graph cannot raise: images with non-finite activations or gradients get NaN maps
-(``core.checks.finite_images``).
+(``finite_images``: not ``core.checks.finite_images``, whose max and min reductions
+propagate NaN in PyTorch but not in ONNX Runtime).
 """
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ import torch
 from torch import nn
 
 from ..backends.torch_backend import SCALE_EXPONENT, _divide, channel_weights, combine, max_remaining
-from ..checks import finite_images
 from ..config import CFCAMConfig
 from ..formulas import lerp, linear_percentile_position, min_samples_for
 from ..output import weighted_map
@@ -44,6 +44,12 @@ from .tracing import cond
 
 METHODS = ("cfcam", "gradcam")
 DISTANCES = ("certified", "exact")
+
+
+def finite_images(*tensors: torch.Tensor) -> torch.Tensor:
+    """``[B]`` bool: image ``b`` is finite in every one of ``tensors`` (``isfinite`` on
+    every value, which every runtime defines alike)."""
+    return torch.stack([torch.isfinite(t).flatten(1).all(1) for t in tensors]).all(0)
 
 
 class StaticCore(nn.Module):
