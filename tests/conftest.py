@@ -9,6 +9,13 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# In a worker of pytest-xdist (make check: two workers on two cores) Torch computes on one
+# thread: with two threads per worker the workers' threads outnumber the cores, and a thread
+# that waits for a descheduled one turns a 0.1 s test into 15 s. The tests hold for any thread
+# count (CI has two, a workstation many).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 import random
 
 import numpy as np
