@@ -202,6 +202,16 @@ def check_pair_at_eps(activations: torch.Tensor, labels: torch.Tensor, eps: torc
 
 # ----------------------------------------------------------------------------- real models and artefacts
 
+EXTRAS = ("labels", "eps", "activations", "gradients", "certified")
+# Frames of two probe images each, together every kind (``PROBE_KINDS``).
+FRAMES = [["random", "dead"], ["blobs", "relu"], ["tiny", "huge"], ["tie", "chain"], ["grid", "duplicates"]]
+
+
+def frame_outputs(run: dict, i: int) -> dict[str, torch.Tensor]:
+    """Frame ``i``'s outputs of ``cams.export.isolated.run_isolated``, by name."""
+    return {name: values[i] for name, values in run["outputs"].items()}
+
+
 _CACHE: dict = {}
 
 
@@ -247,3 +257,63 @@ def exported(tmp_path_factory: Any, key: tuple, rt: cf.RealtimeCFCAM, suffix: st
         return rt.export(folder / f"frame{suffix}", **kwargs)
     return cached(("export", suffix, *key), build)
 
+
+def check_probe_frames(rt: cf.RealtimeCFCAM, inputs: Sequence[torch.Tensor], run: dict) -> None:
+    """The probe's artefact on ``FRAMES`` (``inputs``, in order): the input is the
+    activations, so eps is compared bit for bit, against ``RealtimeCFCAM`` and the
+    reference; the certified stage decides every frame but those with a tie at the split
+    (the tie image) or at eps (the integer grid); dead channels put eps at its floor; every
+    full image has a pair exactly at eps."""
+    for i, (kinds, x) in enumerate(zip(FRAMES, inputs)):
+        outs = frame_outputs(run, i)
+        assert torch.equal(outs["activations"], x)
+        check_against_realtime(rt, x, outs, eps_exact=True)
+        check_core(rt.config, outs, rt.shape[-2:])
+        assert bool(outs["certified"]) == (kinds[0] not in ("tie", "grid")), kinds
+    dead = frame_outputs(run, 0)
+    assert dead["eps"][1].item() == 1e-5  # the floor, a float64 constant that survived export
+    assert int((dead["labels"][1] == 0).sum()) >= 20  # the dead channels form one cluster
+    for i in (0, 1, 2):  # every image with all 36 slots used: eps is one pair's distance
+        outs = frame_outputs(run, i)
+        keep = outs["eps"] > 1e-5
+        check_pair_at_eps(outs["activations"][keep], outs["labels"][keep], outs["eps"][keep])
+    assert int((frame_outputs(run, 3)["labels"][0] != -2).sum()) == 35  # one slot short: the fallback ran
+
+
+def check_real_model(tmp_path_factory: Any, name: str, suffix: str, config: cf.CFCAMConfig, targets: Any,
+                     seed: int) -> None:
+    """A real model's CF-CAM artefact on fresh random inputs and the bundled photos, run in a
+    fresh interpreter: against ``RealtimeCFCAM`` (``eps`` within ``EPS_RTOL``) and, on its own
+    activations, the reference (bit for bit)."""
+    from cfcam_fast.cams.export.isolated import run_isolated
+
+    model, layer = real_model(name)
+    rt = cf.RealtimeCFCAM(model, layer, fresh_inputs(1, seed=1234)[0], config, targets)
+    info = exported(tmp_path_factory, (name,), rt, suffix, extra_outputs=EXTRAS)
+    inputs = fresh_inputs(2, seed=seed) + bundled_inputs()
+    run = run_isolated(info.path, inputs)
+    assert run["metadata"]["cfcam.filter"] == config.filter and run["metadata"]["cfcam.weighting"] == config.weighting
+    for i, x in enumerate(inputs):
+        outs = frame_outputs(run, i)
+        check_against_realtime(rt, x, outs, eps_exact=False)
+        check_core(config, outs, rt.shape[-2:])
+        if targets is not None:
+            assert outs["class_idx"].tolist() == targets
+
+
+def check_real_gradcam(tmp_path_factory: Any, name: str, suffix: str, seed: int) -> None:
+    """A real model's Grad-CAM artefact against ``cf.GradCAM`` (backward pass, float64)."""
+    from cfcam_fast.cams.export.isolated import run_isolated
+
+    model, layer = real_model(name)
+    rt = cf.RealtimeCFCAM(model, layer, fresh_inputs(1, seed=1234)[0], method="gradcam")
+    info = exported(tmp_path_factory, (name, "gradcam"), rt, suffix, extra_outputs=("activations",))
+    inputs = fresh_inputs(2, seed=seed) + bundled_inputs()[:2]
+    run = run_isolated(info.path, inputs)
+    assert run["metadata"]["cfcam.method"] == "gradcam"
+    gradcam = cf.GradCAM(model, [layer])
+    for i, x in enumerate(inputs):
+        outs = frame_outputs(run, i)
+        ref = gradcam.explain(x)
+        assert torch.equal(outs["class_idx"], ref.class_idx)
+        assert_maps(outs["maps"], ref.maps, outs["activations"], ref.weights)

@@ -17,16 +17,16 @@ import math
 import pytest
 import torch
 from export_helpers import (
+    EXTRAS,
+    FRAMES,
     assert_maps,
-    bundled_inputs,
-    check_against_realtime,
-    check_core,
-    check_pair_at_eps,
+    check_probe_frames,
+    check_real_gradcam,
+    check_real_model,
     exported,
-    fresh_inputs,
+    frame_outputs,
     probe_batch,
     probe_realtime,
-    real_model,
 )
 from helpers import needs_native
 
@@ -34,9 +34,6 @@ import cfcam_fast as cf
 from cfcam_fast.cams.export.isolated import run_isolated
 
 pytestmark = needs_native
-EXTRAS = ("labels", "eps", "activations", "gradients", "certified")
-# Frames of two images each: every probe kind, then a non-finite image.
-FRAMES = [["random", "dead"], ["blobs", "relu"], ["tiny", "huge"], ["tie", "chain"], ["grid", "duplicates"]]
 
 
 @pytest.fixture(scope="module")
@@ -51,32 +48,9 @@ def probe_run(tmp_path_factory):
     return rt, info, inputs, run_isolated(info.path, inputs + [bad])
 
 
-def frame_outputs(run: dict, i: int) -> dict[str, torch.Tensor]:
-    return {name: values[i] for name, values in run["outputs"].items()}
-
-
 def test_probe_frames_equal_realtime_and_the_reference(probe_run):
     rt, _, inputs, run = probe_run
-    for i, (kinds, x) in enumerate(zip(FRAMES, inputs)):
-        outs = frame_outputs(run, i)
-        assert torch.equal(outs["activations"], x)  # the probe: the input is the activations
-        check_against_realtime(rt, x, outs, eps_exact=True)
-        check_core(rt.config, outs, rt.shape[-2:])
-        certified = bool(outs["certified"])
-        assert certified == (kinds[0] != "tie" and kinds[0] != "grid"), (kinds, certified)
-
-
-def test_probe_edge_cases(probe_run):
-    rt, _, inputs, run = probe_run
-    dead = frame_outputs(run, 0)
-    assert dead["eps"][1].item() == 1e-5  # the floor, as a float64 constant
-    assert int((dead["labels"][1] == 0).sum()) >= 20  # the dead channels form one cluster
-    for i in (0, 1, 2):  # every image with all 36 slots used: eps is one pair's distance
-        outs = frame_outputs(run, i)
-        keep = outs["eps"] > 1e-5
-        check_pair_at_eps(outs["activations"][keep], outs["labels"][keep], outs["eps"][keep])
-    tie = frame_outputs(run, 3)
-    assert int((tie["labels"][0] != -2).sum()) == 35  # one slot short: the exact fallback ran
+    check_probe_frames(rt, inputs, run)
 
 
 def test_non_finite_image_gets_a_nan_map(probe_run):
@@ -125,33 +99,10 @@ CASES = {  # name: (config, targets)
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_real_model_frames(name, tmp_path_factory):
-    """Fresh random inputs and the bundled photos; ResNet-18 and MobileNetV2 random-initialised,
-    EfficientNet-Lite0 with its real weights."""
-    config, targets = CASES[name]
-    model, layer = real_model(name)
-    rt = cf.RealtimeCFCAM(model, layer, fresh_inputs(1, seed=1234)[0], config, targets)
-    info = exported(tmp_path_factory, (name,), rt, ".onnx", extra_outputs=EXTRAS)
-    inputs = fresh_inputs(2, seed=21) + bundled_inputs()
-    run = run_isolated(info.path, inputs)
-    assert run["metadata"]["cfcam.filter"] == config.filter and run["metadata"]["cfcam.weighting"] == config.weighting
-    for i, x in enumerate(inputs):
-        outs = frame_outputs(run, i)
-        check_against_realtime(rt, x, outs, eps_exact=False)
-        check_core(config, outs, rt.shape[-2:])
-        if targets is not None:
-            assert outs["class_idx"].tolist() == targets
+    """ResNet-18 and MobileNetV2 random-initialised, EfficientNet-Lite0 with its real weights."""
+    check_real_model(tmp_path_factory, name, ".onnx", *CASES[name], seed=21)
 
 
 @pytest.mark.slow
 def test_real_model_gradcam_frame(tmp_path_factory):
-    model, layer = real_model("resnet18")
-    rt = cf.RealtimeCFCAM(model, layer, fresh_inputs(1, seed=1234)[0], method="gradcam")
-    info = exported(tmp_path_factory, ("resnet18", "gradcam"), rt, ".onnx", extra_outputs=("activations",))
-    inputs = fresh_inputs(2, seed=31) + bundled_inputs()[:2]
-    run = run_isolated(info.path, inputs)
-    gradcam = cf.GradCAM(model, [layer])
-    for i, x in enumerate(inputs):
-        outs = frame_outputs(run, i)
-        ref = gradcam.explain(x)
-        assert torch.equal(outs["class_idx"], ref.class_idx)
-        assert_maps(outs["maps"], ref.maps, outs["activations"], ref.weights)
+    check_real_gradcam(tmp_path_factory, "resnet18", ".onnx", seed=31)
