@@ -5,7 +5,8 @@ someone captured; ``config`` holds the parameters and the result type; ``plan`` 
 implementations of each stage and ``resolve`` picks them; ``backends`` are the cores
 (reference, torch, triton), ``cluster`` the DBSCAN backends, ``selection`` and
 ``formulas`` the exact order statistics, ``filters`` and ``output`` steps 5 and 7,
-``native`` the compiled ops of csrc/, ``checks`` the argument checks every layer shares.
+``native`` the compiled ops of csrc/, ``checks`` the argument checks every layer shares,
+``exportable`` the core in standard operators that exported frames run.
 
 May import: torch, NumPy, SciPy, scikit-learn and ``cfcam_fast.kernels``; nothing else of
 the package. The reference backend imports no fast path.

@@ -177,7 +177,7 @@ def test_a_failed_export_leaves_the_model_as_it_was(stage, monkeypatch, tmp_path
             raise RuntimeError("disk full")
 
         monkeypatch.setattr(export_module.onnx, "write", fail)
-    with pytest.raises(Exception, match="disk full" if stage == "write" else ""):
+    with pytest.raises(Exception, match="disk full" if stage == "write" else None):
         rt.export(tmp_path / "frame.onnx")
     assert hooks_left(model) == {}
     assert_state_unchanged(model, before)

@@ -8,7 +8,8 @@ This file imports nothing of the package, so a deployment may copy it as it is. 
 gets every output by its name (stacked over the frames), the metadata (``meta.<key>``), the
 input and output names, and with ``--bench N`` the seconds of N timed runs of the first
 frame after 10 warm-up runs (``bench_s``, and this thread's CPU seconds ``bench_cpu_s``).
-It exits with status 3 if torch or cfcam_fast got imported.
+It exits with status 3 if torch, cfcam_fast or a model library (torchvision, timm) got
+imported.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def main(argv: list[str]) -> int:
             cpu.append(time.thread_time() - c)
             wall.append(time.perf_counter() - t)
         arrays["bench_s"], arrays["bench_cpu_s"] = np.array(wall), np.array(cpu)
-    leaked = [m for m in ("torch", "cfcam_fast") if m in sys.modules]
+    leaked = [m for m in ("torch", "cfcam_fast", "torchvision", "timm") if m in sys.modules]
     if leaked:
         print(f"imported {leaked}", file=sys.stderr)
         return 3
