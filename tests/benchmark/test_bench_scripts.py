@@ -5,6 +5,7 @@ import json
 import pytest
 
 
+@pytest.mark.slow
 def test_device_checks_dry_run_on_the_cpu(tmp_path):
     """The GPU session's checks run end to end on the CPU: every path timed or skipped."""
     from bench import device_checks
