@@ -1,9 +1,11 @@
-"""The package's layers, read from its source: imports go down only, and no module is part of
-an import circle (every import counts, also inside functions and under TYPE_CHECKING).
+"""The package's layers, read from its source: each layer imports only the layers its
+``__init__`` docstring allows, no module is part of an import circle (every import counts,
+also inside functions and under TYPE_CHECKING), and the reference backend imports no fast path.
 
 Layers, bottom up: ``core`` (with the Triton kernels of ``kernels/``, installed as
-``cfcam_fast.kernels``), ``cams``, then ``evaluation`` and ``integrations``, ``data``,
-``benchmark``, ``cli``. ``viz`` imports nothing of the package; the public faces at the
+``cfcam_fast.kernels``), ``cams``, then ``evaluation``, ``integrations`` and ``data`` (each
+on ``core`` and ``cams`` only), ``benchmark`` (also ``data``), ``cli`` (everything below).
+``viz`` imports nothing of the package, so any layer may use it; the public faces at the
 top (``cfcam_fast``, ``cfcam_fast.metrics``, ``cfcam_fast.cluster``, ``cfcam_fast.plan``)
 are imported by nothing inside the package but the command line's version string.
 """
@@ -13,8 +15,22 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-RANKS = {"core": 0, "cams": 1, "evaluation": 2, "integrations": 2, "data": 3, "benchmark": 4,
-         "cli": 5, "viz": 0}
+# What each layer may import besides itself and ``viz`` (as each subpackage's docstring says).
+ALLOWED = {
+    "core": set(),
+    "cams": {"core"},
+    "evaluation": {"core", "cams"},
+    "integrations": {"core", "cams"},
+    "data": {"core", "cams"},
+    "benchmark": {"core", "cams", "data"},
+    "cli": {"core", "cams", "evaluation", "data", "benchmark"},
+    "viz": set(),
+}
+# The fast paths, which the reference backend (the oracle) must never import, even indirectly.
+FAST_PATHS = ("cfcam_fast.core.backends.torch_backend", "cfcam_fast.core.backends.triton_backend",
+              "cfcam_fast.core.cluster", "cfcam_fast.core.native", "cfcam_fast.core.selection",
+              "cfcam_fast.core.workspace", "cfcam_fast.core.graphs", "cfcam_fast.core.triton_kernels",
+              "cfcam_fast.core.exportable", "cfcam_fast.kernels")
 FACES = {"cfcam_fast", "cfcam_fast.metrics", "cfcam_fast.cluster", "cfcam_fast.plan", "cfcam_fast.__main__"}
 
 
@@ -64,23 +80,47 @@ def _layer(name: str) -> str | None:
     parts = name.split(".")
     if len(parts) > 1 and parts[1] == "kernels":
         return "core"  # the Triton kernels are part of the core layer
-    return parts[1] if len(parts) > 1 and parts[1] in RANKS else None
+    return parts[1] if len(parts) > 1 and parts[1] in ALLOWED else None
 
 
-def test_imports_go_down_only():
-    upward = []
+def test_every_module_is_in_a_layer_or_a_public_face():
+    assert not [name for name in _graph() if _layer(name) is None and name not in FACES]
+
+
+def test_each_layer_imports_only_what_it_may():
+    wrong = []
     for source, targets in _graph().items():
         for target in targets:
             if target in FACES and not (source.startswith("cfcam_fast.cli") and target == "cfcam_fast"):
                 if source not in FACES:
-                    upward.append(f"{source} -> {target} (a public face)")
+                    wrong.append(f"{source} -> {target} (a public face)")
                 continue
-            low, high = _layer(target), _layer(source)
-            if low is not None and high is not None and RANKS[low] > RANKS[high]:
-                upward.append(f"{source} ({high}) -> {target} ({low})")
-            if low is not None and high is not None and RANKS[low] == RANKS[high] and low != high:
-                upward.append(f"{source} ({high}) -> {target} ({low}): side by side")
-    assert not upward, "imports that point up or sideways:\n" + "\n".join(sorted(upward))
+            high, low = _layer(source), _layer(target)
+            if high is None or low is None or low in (high, "viz"):
+                continue
+            if low not in ALLOWED[high]:
+                wrong.append(f"{source} ({high}) -> {target} ({low})")
+    assert not wrong, "imports a layer may not make:\n" + "\n".join(sorted(wrong))
+
+
+def test_the_allowed_imports_go_down_only():
+    """``ALLOWED`` itself has no circle: the layers form a ladder."""
+    done: set[str] = set()
+    while len(done) < len(ALLOWED):
+        ready = [layer for layer, below in ALLOWED.items() if layer not in done and below <= done]
+        assert ready, f"the allowed imports of {sorted(set(ALLOWED) - done)} form a circle"
+        done |= set(ready)
+
+
+def test_the_reference_backend_imports_no_fast_path():
+    graph = _graph()
+    reached, todo = set(), ["cfcam_fast.core.backends.reference"]
+    while todo:
+        for nxt in graph[todo.pop()] - reached:
+            reached.add(nxt)
+            todo.append(nxt)
+    fast = sorted(m for m in reached if m.startswith(FAST_PATHS))
+    assert not fast, f"the reference backend reaches fast paths: {fast}"
 
 
 def test_viz_imports_nothing_of_the_package():
