@@ -51,8 +51,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The test files memcheck runs (their GPU tests), found by name anywhere under tests/.
-MEMCHECK_TESTS = ("test_native.py", "test_triton_backend.py", "test_torch_backend.py", "test_cluster.py",
-                  "test_capture.py", "test_realtime.py", "test_pairs.py", "test_fused_backend.py",
+MEMCHECK_TESTS = ("test_base.py", "test_native.py", "test_triton_backend.py", "test_torch_backend.py",
+                  "test_cluster.py", "test_capture.py", "test_realtime.py", "test_pairs.py", "test_fused_backend.py",
                   "test_enqueue_only.py", "test_cuda_concurrency.py", "test_jpeg.py")
 # The Triton kernels' tests, run whole (compiled on CUDA where it exists).
 KERNEL_TESTS = ("test_kernels.py", "test_pairs.py")

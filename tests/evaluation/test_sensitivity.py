@@ -8,7 +8,10 @@ from helpers import images, tiny_cnn
 import cfcam_fast.metrics as metrics
 from cfcam_fast.cams.capture import capture
 from cfcam_fast.cams.cfcam import CFCAM
+from cfcam_fast.cams.eigencam import EigenCAM
 from cfcam_fast.cams.gradcam import GradCAM, GradCAMPlusPlus
+from cfcam_fast.cams.scorecam import ScoreCAM
+from cfcam_fast.cams.smooth_gradcam import SmoothGradCAMPlusPlus
 from cfcam_fast.core.config import CFCAMConfig
 from cfcam_fast.core.explain import cfcam
 
@@ -91,3 +94,28 @@ def test_authors_rule_is_class_blind_where_the_others_are_not():
         assert (first - second).abs().max().item() > 0.1
         r, _ = metrics.pearson(first, second)
         assert r.item() < 0.9
+
+
+@pytest.mark.parametrize("make", [lambda m: ScoreCAM(m, [m.features]),
+                                  lambda m: SmoothGradCAMPlusPlus(m, [m.features], num_samples=2)],
+                         ids=["Score-CAM", "Smooth Grad-CAM++"])
+def test_methods_whose_maps_need_more_than_one_capture_are_refused(make):
+    """robustness and class_sensitivity feed the CAM captured gradients: a method that runs
+    the model again for its maps cannot take them, and says so."""
+    model, x = tiny_cnn(), images(batch=1)
+    cam = make(model)
+    for metric in (lambda: metrics.robustness(cam, x, scales=[0.5], draws=1),
+                   lambda: metrics.class_sensitivity(cam, x)):
+        with pytest.raises(ValueError, match="runs the model again for its maps"):
+            metric()
+
+
+def test_eigencam_is_class_blind_and_robustness_refuses_it():
+    model, x = tiny_cnn(), images(batch=2)
+    cam = EigenCAM(model, [model.features])
+    result = metrics.class_sensitivity(cam, x)
+    # EigenCAM reads no gradient: the two classes get one map, correlation 1.
+    torch.testing.assert_close(result.maps[:, 0], result.maps[:, 1], rtol=0, atol=0)
+    assert torch.allclose(result.correlation, torch.ones(2), atol=1e-6)
+    with pytest.raises(ValueError, match="uses none"):
+        metrics.robustness(cam, x, scales=[0.5], draws=1)
