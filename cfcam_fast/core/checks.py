@@ -128,8 +128,8 @@ def _extrema(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image of ``t`` ``[B, ...]``, its largest and smallest value: max and min
     propagate NaN and keep inf, so an image is finite iff both are (one fast reduction
     each, where ``isfinite`` would build a mask as large as the tensor)."""
-    low, high = torch.aminmax(t.flatten(1), dim=1)
-    return high, low
+    flat = t.flatten(1)
+    return flat.amax(1), flat.amin(1)  # two passes: faster on the CPU than one torch.aminmax
 
 
 def finite_images(*tensors: torch.Tensor) -> torch.Tensor:
