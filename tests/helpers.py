@@ -284,6 +284,19 @@ def minmax(maps: np.ndarray) -> np.ndarray:
 AS_GRAD_CAM = CFCAMConfig(importance_percentile=0.0, weighting="linear")
 
 
+def assert_results_match(got: cf.CFCAMResult, ref: cf.CFCAMResult, weights_rtol: float) -> None:
+    """A fast path's result against the reference's: labels identical, eps to 1e-12 relative,
+    float32 channel weights to ``weights_rtol`` of the largest |w| (each caller states why),
+    alpha to 1e-5 relative plus 1e-7, maps in [0, 1] to 1e-5 absolute."""
+    assert torch.equal(got.labels.cpu(), ref.labels.cpu())
+    torch.testing.assert_close(got.eps.cpu(), ref.eps.cpu(), rtol=1e-12, atol=0, equal_nan=True)
+    scale = float(ref.channel_weights.abs().amax()) + 1e-30
+    torch.testing.assert_close(got.channel_weights.cpu(), ref.channel_weights.cpu(), rtol=0,
+                               atol=weights_rtol * scale)
+    torch.testing.assert_close(got.weights.cpu(), ref.weights.cpu(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got.maps.cpu(), ref.maps.cpu(), rtol=0, atol=1e-5)
+
+
 def assert_maps(maps, shape, dtype) -> None:
     """``maps`` (NumPy or torch) have ``shape`` and ``dtype``, no NaN, and lie in ``[0, 1]``."""
     assert maps.shape == shape and maps.dtype == dtype
