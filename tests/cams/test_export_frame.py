@@ -17,6 +17,7 @@ from torch import nn
 import cfcam_fast as cf
 from cfcam_fast.cams import export as export_module
 from cfcam_fast.cams.export import EXTRA_OUTPUTS, Frame, format_of, non_aten_ops, trace
+from cfcam_fast.cams.head import LinearHead
 from cfcam_fast.cams.model_state import eval_mode
 
 pytestmark = needs_native
@@ -85,6 +86,19 @@ def test_traced_program_is_aten_with_loops_and_exact_constants():
     names = {str(n.target) for m in program.graph_module.modules() if hasattr(m, "graph")
              for n in m.graph.nodes if n.op == "call_function"}
     assert any("while_loop" in t for t in names) and any("cond" in t for t in names)
+
+
+def test_a_frame_traces_on_its_models_device():
+    """The core's tables follow the model and its head, so the frame traces on their device
+    (CUDA for a CUDA package; here the meta device, which needs no GPU) with every output
+    there."""
+    model = Probe().eval().to("meta")
+    head = LinearHead(model.fc.weight.detach(), model.fc.bias.detach(), "fc")
+    frame = Frame(model, model.act, head, (2, 48, 3, 3), cf.CFCAMConfig(), extra_outputs=EXTRA_OUTPUTS)
+    assert {b.device.type for b in frame.buffers()} == {"meta"}
+    program = trace(frame, torch.zeros(2, 48, 3, 3, device="meta"))
+    outputs = program.graph.find_nodes(op="output")[0].args[0]
+    assert len(outputs) == len(frame.output_names) and {o.meta["val"].device.type for o in outputs} == {"meta"}
 
 
 def test_metadata_carries_every_config_field_and_the_targets():

@@ -90,7 +90,8 @@ def non_aten_ops(program: torch.export.ExportedProgram) -> list[str]:
 
 def export(frame: Frame, path: str | Path, example: torch.Tensor) -> Exported:
     """Trace ``frame`` on ``example`` and write it to ``path``, in the format its suffix
-    names (``format_of``), with ``frame.metadata()``."""
+    names (``format_of``), with ``frame.metadata()`` (and, for ``.pt2``, ``cfcam.device``:
+    the example's device type, which the package is compiled for)."""
     path = Path(path)
     kind = format_of(path)
     if kind == "onnx":
@@ -101,6 +102,8 @@ def export(frame: Frame, path: str | Path, example: torch.Tensor) -> Exported:
     program = trace(frame, example)
     timings: dict[str, Any] = {"trace_s": time.perf_counter() - start}
     metadata = frame.metadata()
+    if kind == "pt2":  # compiled code runs on the device type it was compiled for
+        metadata["cfcam.device"] = example.device.type
     writer = onnx.write if kind == "onnx" else aoti.write
     timings.update(writer(program, path, metadata, frame.output_names))
     return Exported(path, kind, frame.output_names, metadata, timings)

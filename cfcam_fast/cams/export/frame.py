@@ -54,8 +54,9 @@ class Frame(nn.Module):
         self.input_shape = tuple(int(s) for s in input_shape)
         self.extra_outputs = tuple(extra_outputs)
         self.layer_name, self.head_name, self.head_proof = layer_name(model, layer), head.name, head_proof
+        # The core's tables go where the model and its head live (a CUDA frame traces on CUDA).
         self.core = StaticCore(config, head.weight.shape[1], self.input_shape[-2:], method=method,
-                               distances=distances, loop=loop)
+                               distances=distances, loop=loop).to(head.weight.device)
         # The model's own nn.Linear when it holds the head's weight; else the weight travels as a buffer.
         self._linear_name = head.name if _holds(model, head) else None
         self.register_buffer("head_weight", None if self._linear_name else head.weight.detach().clone(),

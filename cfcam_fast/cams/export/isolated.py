@@ -23,8 +23,10 @@ def run_isolated(path: str | Path, frames: torch.Tensor | Sequence[torch.Tensor]
                  threads: int = 0, timeout: float = 900) -> dict[str, Any]:
     """The outputs of the artefact at ``path`` on each of ``frames`` (``[F, *input_shape]``
     or a sequence of inputs) as ``{"outputs": {name: tensor stacked over the frames},
-    "metadata": {...}}``, plus ``bench_s`` and ``bench_cpu_s`` with ``bench`` timed runs of
-    the first frame; ``threads``: onnxruntime's intra-op threads or torch's threads."""
+    "metadata": {...}}`` (outputs on the CPU), plus ``bench_s`` and ``bench_cpu_s`` with
+    ``bench`` timed runs of the first frame; ``threads``: onnxruntime's intra-op threads or
+    torch's threads. A ``.pt2`` runs on the device its package was compiled for
+    (``cfcam.device``), each timed run synchronised."""
     stacked = frames if isinstance(frames, torch.Tensor) else torch.stack(list(frames))
     onnx = Path(path).suffix.lower() == ".onnx"
     runner = HERE / ("ort_runner.py" if onnx else "pt2_runner.py")

@@ -6,9 +6,11 @@ This file imports nothing of the package. As a script::
     python -I pt2_runner.py FRAME.pt2 FRAMES.pt OUTPUT.pt [--bench N] [--threads T]
 
 Loads the package with ``torch._inductor.aoti_load_package``, runs it on each frame of
-``FRAMES.pt`` (``[F, *input_shape]``) and saves ``{"outputs": {name: tensor stacked over
-the frames}, "metadata": {...}, "load_s": s}`` and, with ``--bench N``, the seconds of N
-timed runs of the first frame after 10 warm-up runs (``bench_s``, ``bench_cpu_s``). It
+``FRAMES.pt`` (``[F, *input_shape]``, moved to the package's device, ``cfcam.device``:
+``cpu`` or ``cuda``) and saves ``{"outputs": {name: tensor stacked over the frames, on the
+CPU}, "metadata": {...}, "load_s": s}`` and, with ``--bench N``, the seconds of N timed runs
+of the first frame after 10 warm-up runs (``bench_s``, ``bench_cpu_s``; on CUDA each run
+ends with ``torch.cuda.synchronize()``, so the wall time includes the device's work). It
 exits with status 3 if timm, torchvision or cfcam_fast got imported.
 """
 from __future__ import annotations
@@ -21,8 +23,9 @@ import torch
 
 
 class Pt2Frame:
-    """A loaded ``.pt2`` frame: ``frame(x)`` returns ``{name: tensor}``; ``metadata`` the
-    ``cfcam.*`` strings (the output names are ``cfcam.outputs``)."""
+    """A loaded ``.pt2`` frame: ``frame(x)`` returns ``{name: tensor}`` on ``device`` (the
+    package's ``cfcam.device``; ``x`` is moved there); ``metadata`` the ``cfcam.*`` strings
+    (the output names are ``cfcam.outputs``)."""
 
     def __init__(self, path: str) -> None:
         import torch._inductor
@@ -31,10 +34,33 @@ class Pt2Frame:
         self.metadata: dict[str, str] = {k: v for k, v in self.runner.get_metadata().items()
                                          if k.startswith("cfcam.")}
         self.output_names: list[str] = json.loads(self.metadata["cfcam.outputs"])
+        # Packages written before the key existed are CPU packages.
+        self.device = torch.device(self.metadata.get("cfcam.device", "cpu"))
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.inference_mode():
-            return dict(zip(self.output_names, self.runner(x)))
+            return dict(zip(self.output_names, self.runner(x.to(self.device))))
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (nothing to wait for on the CPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def timed(frame: Pt2Frame, x: torch.Tensor, runs: int) -> tuple[list[float], list[float]]:
+    """Wall and thread CPU seconds of ``runs`` calls of ``frame`` on ``x`` (already on its
+    device), each synchronised, after 10 warm-up calls."""
+    for _ in range(10):
+        frame(x)
+    frame.synchronize()
+    wall, cpu = [], []
+    for _ in range(runs):
+        t, c = time.perf_counter(), time.thread_time()
+        frame(x)
+        frame.synchronize()
+        cpu.append(time.thread_time() - c)
+        wall.append(time.perf_counter() - t)
+    return wall, cpu
 
 
 def main(argv: list[str]) -> int:
@@ -47,18 +73,11 @@ def main(argv: list[str]) -> int:
     frame = Pt2Frame(package)
     load_s = time.perf_counter() - start
     frames = torch.load(inp, weights_only=True)
-    runs = [{k: v.clone() for k, v in frame(x).items()} for x in frames]
+    runs = [{k: v.to("cpu", copy=True) for k, v in frame(x).items()} for x in frames]
     result: dict = {"outputs": {k: torch.stack([r[k] for r in runs]) for k in frame.output_names},
                     "metadata": frame.metadata, "load_s": load_s}
     if bench:
-        for _ in range(10):
-            frame(frames[0])
-        wall, cpu = [], []
-        for _ in range(bench):
-            t, c = time.perf_counter(), time.thread_time()
-            frame(frames[0])
-            cpu.append(time.thread_time() - c)
-            wall.append(time.perf_counter() - t)
+        wall, cpu = timed(frame, frames[0].to(frame.device), bench)
         result.update(bench_s=wall, bench_cpu_s=cpu)
     leaked = [m for m in ("timm", "torchvision", "cfcam_fast") if m in sys.modules]
     if leaked:
