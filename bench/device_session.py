@@ -18,14 +18,20 @@ Stages, each a subprocess with its own log under ``DIR`` and a time limit, in th
    path), its JSON folded into ``summary.md``.
 4. ``checks``: ``bench.device_checks`` (CUDA against CPU, triton against torch, CUDA
    timings at batch 1 and 64, frame latency p50/p99, host synchronisations).
-5. ``profile``: ``bench.device_profile`` (operators ranked by device and host time for
+5. ``export_pt2``: ``bench.export_latency --device cuda`` on ResNet-18: ``RealtimeCFCAM``'s
+   frame exported as a CUDA ``.pt2`` (an AOTInductor compile of a minute or two), its p50
+   and p99 (``--frames`` frames, each synchronised) against ``RealtimeCFCAM``'s CUDA-graph
+   replay and the plain forward pass, and its outputs checked against ``RealtimeCFCAM``'s;
+   tables folded into ``summary.md`` (its log stays in the scratch folder). It needs CUDA:
+   a dry run on the CPU skips it (on the CPU, ``python -m bench.export_latency`` is that run).
+6. ``profile``: ``bench.device_profile`` (operators ranked by device and host time for
    the paths the targets read).
-6. ``bench``: the benchmark runner's CUDA rows, batch 1 and 64, three models (``--models``),
+7. ``bench``: the benchmark runner's CUDA rows, batch 1 and 64, three models (``--models``),
    every path or those of ``--bench-paths`` (a short session times ``triton,grad-cam`` only:
    the authors' algorithm and scikit-learn's DBSCAN take most of the stage's minutes).
-7. ``road``: ``bench.road`` on CUDA (64 images; grad-cam's CPU imputer on 8), its table
+8. ``road``: ``bench.road`` on CUDA (64 images; grad-cam's CPU imputer on 8), its table
    folded into ``summary.md`` (its log stays in the scratch folder).
-8. ``dataset``: ``bench/dataset_throughput.py``, ``cfcam-fast explain`` over 512 JPEGs at
+9. ``dataset``: ``bench/dataset_throughput.py``, ``cfcam-fast explain`` over 512 JPEGs at
    batch 64 in one process on the GPU, images per second (folded in like ``road``).
 
 A failed stage does not stop the later ones. ``summary.md`` (stage table, environment,
@@ -33,7 +39,7 @@ the checks' and the runner's tables) and ``session.json`` are rewritten after ev
 so a run stopped at its limit still leaves them. At most eight files land in ``DIR``,
 all at its top level (what a device run brings back): the build's log stays in a scratch
 folder and only its tail reaches ``summary.md`` if it fails. ``--skip`` leaves stages out (a dry
-run on the CPU: ``--skip build,bench``).
+run on the CPU: ``--skip build,export_pt2,bench``).
 """
 from __future__ import annotations
 
@@ -107,6 +113,8 @@ def stages(work: Path, batches: str, frames: int, models: str, bench_paths: str)
         [Stage("fused", [sys.executable, "-m", "bench.fused_pairs"], 150, scratch_log=True)],
         [Stage("checks", [sys.executable, "-m", "bench.device_checks", "--out", str(work / "checks"),
                           "--batches", batches, "--frames", str(frames)], 240)],
+        [Stage("export_pt2", [sys.executable, "-m", "bench.export_latency", "--device", "cuda", "--models", "resnet18",
+                              "--frames", str(frames), "--out", str(work / "export")], 240, scratch_log=True)],
         [Stage("profile", [sys.executable, "-m", "bench.device_profile"], 120)],
         [Stage("bench", [sys.executable, "-m", "cfcam_fast", "bench",
                          "--models", models,
@@ -191,7 +199,8 @@ def write_summary(out: Path, work: Path, env: dict, groups: list[list[Stage]]) -
         if stage.result.get("status", "").startswith(("FAILED", "TIMED")):
             lines += ["", f"## {stage.name}: last lines of {stage.name}.log", "", "```",
                       *_tail(stage.log_path(out, work)), "```"]
-    documents = {"checks": work / "checks" / "device_checks.md", "bench": work / "bench" / "results.md",
+    documents = {"checks": work / "checks" / "device_checks.md",
+                 "export_pt2": work / "export" / "export_latency.md", "bench": work / "bench" / "results.md",
                  "road": work / "road.log", "dataset": work / "dataset.log"}
     for name, path in documents.items():
         if path.exists():
@@ -203,6 +212,7 @@ def write_summary(out: Path, work: Path, env: dict, groups: list[list[Stage]]) -
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     data = {"environment": env, "stages": {s.name: {"argv": s.argv, **s.result} for s in every}}
     for name, path in {"checks": work / "checks" / "device_checks.json",
+                       "export_pt2": work / "export" / "export_latency.json",
                        "bench": work / "bench" / "results.json"}.items():
         if path.exists():
             data[name] = json.loads(path.read_text())

@@ -28,11 +28,12 @@ def test_device_session_dry_run_on_the_cpu(tmp_path):
     written, skipped stages named, the checks' tables folded into the summary."""
     from bench import device_session
 
-    skip = "build,gpu_tests,kernel_tests,memcheck,memcheck_graph,fused,profile,bench,road,dataset"
+    skip = "build,gpu_tests,kernel_tests,memcheck,memcheck_graph,fused,export_pt2,profile,bench,road,dataset"
     rc = device_session.main(["--out", str(tmp_path), "--skip", skip, "--batches", "1", "--frames", "2"])
     assert rc == 0
     summary = (tmp_path / "summary.md").read_text()
     assert "| build | skipped (--skip) |" in summary and "| checks | passed |" in summary
+    assert "| export_pt2 | skipped (--skip) |" in summary  # it needs CUDA
     assert "### timings" in summary
     session = json.loads((tmp_path / "session.json").read_text())
     assert session["stages"]["checks"]["status"] == "passed"
@@ -52,6 +53,28 @@ def test_device_session_folds_the_fused_report_and_finds_test_files(tmp_path):
     assert json.loads((out / "session.json").read_text())["fused"] == {"exact": True, "fused_ms": 1.5}
     found = device_session.test_files(device_session.MEMCHECK_TESTS)
     assert len(found) == len(device_session.MEMCHECK_TESTS), found  # each name is one file
+
+
+def test_device_session_times_the_cuda_pt2_and_folds_its_report(tmp_path):
+    """``export_pt2`` runs ``bench.export_latency`` on CUDA after the checks; its table and
+    JSON land in ``summary.md`` and ``session.json``."""
+    from bench import device_session
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    (work / "export").mkdir(parents=True), out.mkdir()
+    groups = device_session.stages(work, "1", 7, "resnet18", "")
+    names = [[stage.name for stage in group] for group in groups]
+    assert names.index(["export_pt2"]) == names.index(["checks"]) + 1
+    stage = groups[names.index(["export_pt2"])][0]
+    assert stage.argv[1:5] == ["-m", "bench.export_latency", "--device", "cuda"] and stage.scratch_log
+    assert stage.argv[stage.argv.index("--frames") + 1] == "7"
+    table = "| model | path |\n|---|---|\n| resnet18 | AOTInductor .pt2, CF-CAM frame |\n"
+    (work / "export" / "export_latency.md").write_text(table)
+    (work / "export" / "export_latency.json").write_text('{"rows": [{"p50_ms": 1.0}]}')
+    device_session.write_summary(out, work, {"versions": "test"}, groups)
+    assert "## export_pt2" in (out / "summary.md").read_text()
+    assert "| resnet18 | AOTInductor .pt2, CF-CAM frame |" in (out / "summary.md").read_text()
+    assert json.loads((out / "session.json").read_text())["export_pt2"] == {"rows": [{"p50_ms": 1.0}]}
 
 
 def test_device_profile_dry_run_on_the_cpu(capsys):
