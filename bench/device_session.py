@@ -40,6 +40,8 @@ so a run stopped at its limit still leaves them. At most eight files land in ``D
 all at its top level (what a device run brings back): the build's log stays in a scratch
 folder and only its tail reaches ``summary.md`` if it fails. ``--skip`` leaves stages out (a dry
 run on the CPU: ``--skip build,export_pt2,bench``).
+All the stages no longer fit one device call of 600 s: bench/RESULTS.md ("Taking the CUDA
+rows") splits them into two calls on one warm machine.
 """
 from __future__ import annotations
 
