@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from export_helpers import assert_maps, layer_activations
-from helpers import needs_native, results
+from helpers import BROKEN_IMAGES, GOOD_IMAGES, needs_native, results, write_awkward_images
 from PIL import Image
 from skimage import data
 from torch import nn
@@ -84,6 +84,23 @@ def test_explain_onnx_writes_what_explain_writes(tiny_onnx, photos, tmp_path, ca
     assert {"astronaut_cfcam.png", "summary.json", "summary.csv", "config.json"} <= {p.name for p in out.iterdir()}
     assert f"ONNX frame {path}" in capsys.readouterr().out
 
+
+def test_explain_onnx_skips_broken_files_and_explains_the_rest(tiny_onnx, tmp_path, capsys):
+    """A truncated JPEG and a text file named .jpg among six awkward good images: every good
+    one is explained, each broken one is reported, and the run exits with 1 as ``explain``."""
+    _, path = tiny_onnx
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_awkward_images(folder)
+    out = tmp_path / "out"
+    assert main(["explain", "--onnx", str(path), str(folder), "--out", str(out)]) == 1
+    entries = json.loads((out / "summary.json").read_text())
+    assert [e["file"] for e in entries] == [str(p) for p in sorted(folder.iterdir())]
+    done, failed = entries[:len(GOOD_IMAGES)], entries[len(GOOD_IMAGES):]
+    assert [e["overlay"] for e in done] == [f"{name}_cfcam.png" for name in GOOD_IMAGES]
+    assert len(failed) == len(BROKEN_IMAGES) and all(set(e) == {"file", "error"} for e in failed)
+    err = capsys.readouterr().err
+    assert all(f"cfcam-fast: skipped {e['file']}: {e['error']}" in err for e in failed) and "Traceback" not in err
 
 def test_explain_onnx_refusals(tiny_onnx, photos, tmp_path, capsys):
     _, path = tiny_onnx
