@@ -56,19 +56,19 @@ def _label(adj, valid, core):
             lab = _propagate(to_core, core, lab, big)
         if torch.equal(lab, previous):
             break
-    return number_clusters(lab, to_core, core, valid)
+    return number_clusters(lab, min_neighbour_label(to_core, lab, n), core, valid)
 
 
-def number_clusters(lab: torch.Tensor, to_core: torch.Tensor, core: torch.Tensor,
+def number_clusters(lab: torch.Tensor, smallest: torch.Tensor, core: torch.Tensor,
                     valid: torch.Tensor) -> torch.Tensor:
     """scikit-learn's labels ``[B, n]`` once every component of core points is a star whose
-    root is its smallest index (``lab[i]`` that root for core points, ``n`` elsewhere): a
+    root is its smallest index (``lab[i]`` that root for core points, ``n`` elsewhere;
+    ``smallest``: each point's smallest core-neighbour label, ``min_neighbour_label``): a
     border point joins the smallest adjacent cluster, clusters are numbered by their
     smallest core index, the rest is noise (-1). Steps 3 and 4 of docs/exactness.md's
     data-parallel DBSCAN; no data-dependent shape."""
     n = lab.shape[1]
     idx = torch.arange(n, device=lab.device)
-    smallest = min_neighbour_label(to_core, lab, n)
     roots = core & (lab == idx[None, :])
     rank = torch.cumsum(roots.to(torch.int64), 1) - 1
     cluster = torch.where(core, lab, smallest)

@@ -49,7 +49,7 @@ import math
 
 import torch
 
-from ..cluster.torch_dbscan import min_neighbour_label, number_clusters, pointer_jump
+from ..cluster.torch_dbscan import number_clusters, pointer_jump
 from .tracing import while_loop
 
 LOOPS = ("while", "unrolled")
@@ -60,12 +60,21 @@ def rounds_bound(n: int) -> int:
     return max(1, 2 * math.ceil(math.log2(max(n, 2))))
 
 
+def smallest_core_label(to_core: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+    """``torch_dbscan.min_neighbour_label(to_core, lab, n)`` for an int32 0/1 ``to_core``
+    ``[B, n, n]``: ``min_j to_core[i, j] (lab[j] - n) + n``, exact in int32 (``lab <= n``).
+    A product over the broadcast row instead of a ``Where``, which ONNX Runtime runs several
+    times slower on ``[B, n, n]`` (bench/RESULTS.md, "Exported frames")."""
+    n = lab.shape[1]
+    return (to_core * (lab - n)[:, None, :]).amin(2) + n
+
+
 def hooking_round(lab: torch.Tensor, to_core: torch.Tensor, core: torch.Tensor) -> torch.Tensor:
     """One round (a-c of the module docstring) on ``lab`` (int32 ``[B, n]``, ``n`` for
-    points that are not core; int32 halves the ``[B, n, n]`` pass of (a), the round's main
-    cost)."""
+    points that are not core) with ``to_core`` int32 0/1 (``smallest_core_label``; pass (a)
+    over ``[B, n, n]`` is the round's main cost)."""
     n = lab.shape[1]
-    seen = torch.where(core, min_neighbour_label(to_core, lab, n), n)
+    seen = torch.where(core, smallest_core_label(to_core, lab), n)
     lab = lab.scatter_reduce(1, lab.clamp(max=n - 1).long(), seen, reduce="amin", include_self=True)
     return pointer_jump(lab, core, n)
 
@@ -80,7 +89,7 @@ def dbscan_labels(adj: torch.Tensor, valid: torch.Tensor, min_samples: torch.Ten
         raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
     B, n, _ = adj.shape
     core = (adj.to(torch.int32).sum(2, dtype=torch.int32) >= min_samples[:, None]) & valid
-    to_core = adj & core[:, None, :]
+    to_core = (adj & core[:, None, :]).to(torch.int32)
     idx = torch.arange(n, dtype=torch.int32, device=adj.device)
     lab = torch.where(core, idx[None, :], n).to(torch.int32)
     R = rounds_bound(n)
@@ -97,4 +106,4 @@ def dbscan_labels(adj: torch.Tensor, valid: torch.Tensor, min_samples: torch.Ten
 
         start = torch.zeros((), dtype=torch.int64, device=adj.device)
         rounds, lab, _ = while_loop(unfinished, body, (start, lab, torch.full_like(lab, -1)))
-    return number_clusters(lab, to_core, core, valid), rounds
+    return number_clusters(lab, smallest_core_label(to_core, lab), core, valid), rounds
