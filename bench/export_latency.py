@@ -44,14 +44,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bench.latency import percentile
+from cfcam_fast.cams.export.tolerance import EPS_RTOL, layer_activations, map_tolerance
 
 MODELS = ("resnet18", "efficientnet_lite0")
 DEVICES = ("cpu", "cuda")
 EXTRA_OUTPUTS = ("labels", "eps")  # of the timed .pt2, for the checks
-RHO, EPS_RTOL = 1e-5, 1e-5  # docs/export.md's tolerances
 ONNX_ON_CUDA = "left out on cuda: cams/export/ort_runner.py runs ONNX Runtime's CPU provider only"
 
 
@@ -94,26 +93,6 @@ def plain_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
     program.save(str(path))
 
 
-def map_tolerance(A: torch.Tensor, alpha: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """docs/export.md's map tolerance per image, ``2 kappa RHO + 2^-20``, from the terms
-    ``alpha_c A_c`` (``[B, C]`` and ``[B, C, h, w]``) of the map at ``size``."""
-    a, w = A.double(), alpha.double()
-    S = torch.einsum("bc,bchw->bhw", w.abs(), a.abs()).flatten(1).amax(1)
-    cam = torch.einsum("bc,bchw->bhw", w, a).clamp(min=0)
-    peak = F.interpolate(cam[:, None], size=tuple(size), mode="bilinear", align_corners=False).flatten(1).amax(1)
-    kappa = torch.where(peak > 0, S / torch.where(peak > 0, peak, 1.0), 0.0)
-    return 2 * kappa * RHO + 2.0 ** -20
-
-
-def layer_activations(rt, x: torch.Tensor) -> torch.Tensor:
-    """The target layer's output for ``x`` in eager PyTorch."""
-    from cfcam_fast.cams.model_state import eval_mode, layer_outputs
-
-    with torch.inference_mode(), eval_mode(rt.model), layer_outputs([rt.layer]) as kept:
-        rt.model(x)
-    return kept[0][0].clone()
-
-
 def check_pt2(rt, frames: Sequence[torch.Tensor], outputs: dict[str, torch.Tensor]) -> dict:
     """The ``.pt2``'s ``outputs`` (stacked over ``frames``, on the CPU) against
     ``rt.explain`` of each frame: what agrees, the largest differences, and ``passed``."""
@@ -125,7 +104,7 @@ def check_pt2(rt, frames: Sequence[torch.Tensor], outputs: dict[str, torch.Tenso
         classes &= torch.equal(outputs["class_idx"][i], ref.class_idx.cpu())
         labels &= torch.equal(outputs["labels"][i], ref.labels.cpu())
         eps_rel = max(eps_rel, float(((outputs["eps"][i] - ref.eps.cpu()).abs() / ref.eps.cpu()).max()))
-        tol = map_tolerance(layer_activations(rt, x).cpu(), ref.weights.cpu(), ref.maps.shape[-2:])
+        tol = map_tolerance(layer_activations(rt.model, rt.layer, x).cpu(), ref.weights.cpu(), ref.maps.shape[-2:])
         err = (outputs["maps"][i] - ref.maps.cpu()).abs().flatten(1).amax(1)
         maps_ok &= bool((err <= tol).all())
         map_err, least_tol = max(map_err, float(err.max())), min(least_tol, float(tol.min()))

@@ -3,14 +3,7 @@ tests/cams/test_export_*.py, tests/cli/test_export_cli.py): a probe model whose 
 the target layer's activations, inputs that reach every branch of the exported core, the
 map tolerance, and the comparisons with ``RealtimeCFCAM`` and the reference.
 
-The map tolerance (docs/export.md): ``|map - ref| <= 2 kappa RHO + 2^-20`` per image, with
-``kappa = max_p sum_c |alpha_c A_c(p)| / max_p cam(p)`` (the condition number of the
-normalised map: 1 for non-negative ``alpha`` and ``A``, larger where a signed ``linear``
-weighting cancels) and ``RHO = 1e-5``, a relative budget per term ``alpha_c A_c``. It covers
-float32 rounding of sums of up to 1280 terms in another order (worst case ``k u``, typically
-``sqrt(k) u`` ~ 2e-6) and the runtimes' own convolutions (activations ~2e-6 relative apart).
-The factor 2 is the normalisation (numerator and peak); bilinear upsampling is a convex
-combination and adds nothing; ``2^-20`` absorbs the float32 rounding of values in [0, 1].
+The tolerances are ``cfcam_fast.cams.export.tolerance``'s (docs/export.md says why).
 """
 from __future__ import annotations
 
@@ -20,17 +13,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from helpers import point_cloud
 from torch import nn
 
 import cfcam_fast as cf
+from cfcam_fast.cams.export.tolerance import EPS_RTOL, layer_activations, map_tolerance
 
-RHO = 1e-5
-# End to end, each runtime's convolutions round the activations differently (~1e-6
-# relative), so eps (a distance between activations) agrees to this; on the same
-# activations it is identical (``check_core``).
-EPS_RTOL = 1e-5
 CONFIGS = [cf.CFCAMConfig(filter=f, weighting=w) for f in ("gaussian", "official")
            for w in ("softmax", "standardized", "linear")]
 
@@ -102,16 +90,6 @@ def probe_realtime(config: cf.CFCAMConfig | None = None, targets: Any = None, ba
 # ----------------------------------------------------------------------------- comparisons
 
 
-def map_tolerance(A: torch.Tensor, alpha: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Per image ``2 kappa RHO + 2^-20`` (module docstring), from the reference's terms."""
-    a, w = A.double(), alpha.double()
-    S = torch.einsum("bc,bchw->bhw", w.abs(), a.abs()).flatten(1).amax(1)
-    cam = torch.einsum("bc,bchw->bhw", w, a).clamp(min=0)
-    peak = F.interpolate(cam[:, None], size=tuple(size), mode="bilinear", align_corners=False).flatten(1).amax(1)
-    kappa = torch.where(peak > 0, S / torch.where(peak > 0, peak, 1.0), 0.0)
-    return 2 * kappa * RHO + 2.0 ** -20
-
-
 def assert_maps(maps: torch.Tensor, ref_maps: torch.Tensor, A: torch.Tensor, alpha: torch.Tensor) -> float:
     """``maps`` within ``map_tolerance`` of ``ref_maps`` (NaN where the reference is NaN);
     returns the largest error."""
@@ -129,15 +107,6 @@ def assert_maps(maps: torch.Tensor, ref_maps: torch.Tensor, A: torch.Tensor, alp
     return float(err.max())
 
 
-def layer_activations(rt: cf.RealtimeCFCAM, x: torch.Tensor) -> torch.Tensor:
-    """The target layer's output for ``x`` in eager PyTorch."""
-    from cfcam_fast.cams.model_state import eval_mode, layer_outputs
-
-    with torch.inference_mode(), eval_mode(rt.model), layer_outputs([rt.layer]) as kept:
-        rt.model(x)
-    return kept[0][0].clone()
-
-
 def check_against_realtime(rt: cf.RealtimeCFCAM, x: torch.Tensor, outs: dict, *, eps_exact: bool) -> cf.CFCAMResult:
     """One frame's outputs (``logits``, ``class_idx``, ``maps``, and ``labels``/``eps`` if
     present; on the CPU) against ``rt.explain(x)`` on ``rt``'s device: classes and labels
@@ -147,7 +116,7 @@ def check_against_realtime(rt: cf.RealtimeCFCAM, x: torch.Tensor, outs: dict, *,
     class_idx = torch.as_tensor(outs["class_idx"])
     assert class_idx.dtype == torch.int64 and torch.equal(class_idx, ref.class_idx.cpu()), "class_idx differs"
     torch.testing.assert_close(torch.as_tensor(outs["logits"]), ref.logits.cpu(), rtol=1e-4, atol=1e-4)
-    assert_maps(outs["maps"], ref.maps.cpu(), layer_activations(rt, x).cpu(), ref.weights.cpu())
+    assert_maps(outs["maps"], ref.maps.cpu(), layer_activations(rt.model, rt.layer, x).cpu(), ref.weights.cpu())
     if "labels" in outs:
         assert torch.equal(torch.as_tensor(outs["labels"]), ref.labels.cpu()), "DBSCAN labels differ"
     if "eps" in outs:

@@ -1,7 +1,7 @@
 """examples/cpp/explain_frame.cpp, the libtorch example: built with CMake against this torch's
 libtorch and run on a tiny CNN's ``.pt2`` frame, once with a raw float32 input and once with
 a PPM photo, against ``RealtimeCFCAM`` (class identical, logit within 1e-4, map within the
-map tolerance of tests/export_helpers.py; the PGM checked for its size only).
+map tolerance of ``cfcam_fast.cams.export.tolerance``; the PGM checked for its size only).
 
 Slow: about 55 s on the 2-core CPU VM (export 37 s, CMake configure 4 s and build 8 s, the
 runs under a second each). Skipped without cmake or a C++ compiler, and where torch is a
@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from export_helpers import assert_maps, layer_activations
+from export_helpers import assert_maps
 from helpers import cat_photo, needs_native, tiny_cnn
 
 import cfcam_fast as cf
+from cfcam_fast.cams.export.tolerance import layer_activations
 from cfcam_fast.data.images import preprocess
 
 pytestmark = [needs_native, pytest.mark.slow]
@@ -77,7 +78,7 @@ def check_run(rt: cf.RealtimeCFCAM, x: torch.Tensor, done: subprocess.CompletedP
     assert int(match[1]) == int(ref.class_idx[0])
     assert float(match[2]) == pytest.approx(float(ref.logits[0, ref.class_idx[0]]), rel=1e-4, abs=1e-4)
     maps = torch.from_numpy(np.fromfile(f"{prefix}.f32", dtype="<f4").reshape(1, SIZE, SIZE))
-    assert_maps(maps, ref.maps, layer_activations(rt, x), ref.weights)
+    assert_maps(maps, ref.maps, layer_activations(rt.model, rt.layer, x), ref.weights)
     header = f"P5\n{SIZE} {SIZE}\n255\n".encode()
     pgm = Path(f"{prefix}-0.pgm").read_bytes()
     assert pgm.startswith(header) and len(pgm) == len(header) + SIZE * SIZE

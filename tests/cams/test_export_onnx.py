@@ -7,8 +7,8 @@ exported core with the very activations the reference sees, so eps is compared b
 eps at its floor (dead channels), a pair exactly at eps, a tie at the importance split (the
 exact fallback), subnormal and huge scales, ties and duplicates, a non-finite image. The
 real models (slow) add the runtime's own convolutions: classes and labels identical, eps
-within ``EPS_RTOL``, maps within ``map_tolerance`` (tests/export_helpers.py says why), and
-on the artefact's own activations the reference's labels and eps bit for bit."""
+within ``EPS_RTOL``, maps within ``map_tolerance`` (``cfcam_fast.cams.export.tolerance``
+says why), and on the artefact's own activations the reference's labels and eps bit for bit."""
 from __future__ import annotations
 
 import json

@@ -3,7 +3,7 @@
 
 ``explain --onnx`` writes what ``explain`` writes, from the artefact alone; its maps equal
 ``RealtimeCFCAM``'s on the same preprocessed images within the map tolerance of
-tests/export_helpers.py (the maps are read back from ``--save-maps``)."""
+``cfcam_fast.cams.export.tolerance`` (the maps are read back from ``--save-maps``)."""
 from __future__ import annotations
 
 import json
@@ -11,13 +11,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from export_helpers import assert_maps, layer_activations
+from export_helpers import assert_maps
 from helpers import BROKEN_IMAGES, GOOD_IMAGES, needs_native, results, write_awkward_images
 from PIL import Image
 from skimage import data
 from torch import nn
 
 import cfcam_fast as cf
+from cfcam_fast.cams.export.tolerance import layer_activations
 from cfcam_fast.cli import main
 from cfcam_fast.data.images import preprocess
 from cfcam_fast.data.models import load_model
@@ -76,7 +77,7 @@ def test_explain_onnx_writes_what_explain_writes(tiny_onnx, photos, tmp_path, ca
         batch = torch.cat([x[rows], torch.zeros(2 - len(rows), 3, SIZE, SIZE)])
         ref = rt.explain(batch)
         assert [records[i]["class"] for i in rows] == ref.class_idx[: len(rows)].tolist()
-        assert_maps(maps[rows], ref.maps[: len(rows)], layer_activations(rt, batch)[: len(rows)],
+        assert_maps(maps[rows], ref.maps[: len(rows)], layer_activations(rt.model, rt.layer, batch)[: len(rows)],
                     ref.weights[: len(rows)])
     run = json.loads((out / "run.json").read_text())
     assert run["plan"] == "onnxruntime cfcam frame" and run["metadata"]["cfcam.layer"] == "act"
@@ -169,7 +170,7 @@ def test_export_command_then_explain(suffix, photos, tmp_path, capsys):
         ref = rt.explain(x[i:i + 1])
         assert torch.equal(run["outputs"]["class_idx"][i], ref.class_idx)
         assert torch.equal(run["outputs"]["labels"][i], ref.labels)
-        assert_maps(run["outputs"]["maps"][i], ref.maps, layer_activations(rt, x[i:i + 1]), ref.weights)
+        assert_maps(run["outputs"]["maps"][i], ref.maps, layer_activations(rt.model, rt.layer, x[i:i + 1]), ref.weights)
     if suffix == ".onnx":
         out = tmp_path / "out"
         assert main(["explain", "--onnx", str(path), str(photos), "--save-maps", "--out", str(out)]) == 0
