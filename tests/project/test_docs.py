@@ -110,6 +110,20 @@ def _python_blocks(text: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
 
 
+def test_the_api_reference_lists_every_module_of_the_layers():
+    """docs/reference.md promises every module of the layers; a new module must be added there."""
+    listed = set(re.findall(r"^::: (\S+)", (ROOT / "docs" / "reference.md").read_text(), re.MULTILINE))
+    layers = ("core", "cams", "evaluation", "data", "benchmark", "cli")
+    missing = []
+    for path in sorted((ROOT / "cfcam_fast").rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__main__" or len(parts) < 3 or parts[1] not in layers:
+            continue
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if name not in listed:
+            missing.append(name)
+    assert not missing, f"docs/reference.md lacks {missing}"
+
 def test_python_block_extraction():
     text = "# t\n\n```python\na = 1\n```\n\n```bash\nmake test\n```\n\n```python\nb = a + 1\n```\n"
     assert _python_blocks(text) == ["a = 1\n", "b = a + 1\n"]
