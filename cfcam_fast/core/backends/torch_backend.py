@@ -188,10 +188,13 @@ def cluster_channels(A: torch.Tensor, config: CFCAMConfig, plan: Plan | None = N
         return labels.masked_fill_(~important, -1), eps
     rest = order[:, :n]
     min_samples = min_samples_for(counts, config)
-    points = flat.gather(1, rest[:, :, None].expand(-1, -1, flat.shape[2]))
+
+    def points(b0: int, b1: int) -> torch.Tensor:  # images b0..b1's remaining channels, [b, n, hw]
+        return flat[b0:b1].gather(1, rest[b0:b1, :, None].expand(-1, -1, flat.shape[2]))
+
     if not plan.holds_distances:  # the fused stage: no matrix, so no chunks
         fused = importlib.import_module("cfcam_fast.kernels.pairs")
-        eps, rest_labels = fused.fused_eps_and_labels(points.contiguous(), counts, config.eps_percentile, floor,
+        eps, rest_labels = fused.fused_eps_and_labels(points(0, B), counts, config.eps_percentile, floor,
                                                       min_samples)
         return _scatter_labels(labels, rest, rest_labels, counts, n), eps
     rest_labels = torch.empty((B, n), dtype=torch.int64, device=A.device)
@@ -200,7 +203,7 @@ def cluster_channels(A: torch.Tensor, config: CFCAMConfig, plan: Plan | None = N
         b1 = min(B, b0 + step)
         buffer = None if fixed is None or fixed.buffer is None else fixed.buffer[: b1 - b0]
         # eps and the labels are decided on one set of squared distances.
-        pairs = cluster.PairDistances(points[b0:b1], plan, buffer)
+        pairs = cluster.PairDistances(points(b0, b1), plan, buffer)
         eps[b0:b1] = pairs.eps(counts[b0:b1], config.eps_percentile, floor[b0:b1])
         rest_labels[b0:b1] = pairs.labels(counts[b0:b1], cluster.sq_threshold(eps[b0:b1].nan_to_num(0.0)),
                                           min_samples[b0:b1])
