@@ -33,9 +33,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..backends.torch_backend import SCALE_EXPONENT, _divide, channel_weights, combine, max_remaining
+from ..backends.torch_backend import (
+    SCALE_EXPONENT,
+    _divide,
+    channel_weights,
+    combine,
+    importance_split,
+    max_remaining,
+)
 from ..config import CFCAMConfig
-from ..formulas import lerp, linear_percentile_position, min_samples_for
+from ..formulas import min_samples_for
 from ..output import weighted_map
 from .decisions import Pairs, certified_decisions, exact_decisions, pairs_of
 from .hooking import LOOPS, dbscan_labels
@@ -64,6 +71,10 @@ class StaticCore(nn.Module):
     ``loop``: ``"while"`` or ``"unrolled"`` (``hooking``).
     """
 
+    pair_iu: torch.Tensor
+    pair_ju: torch.Tensor
+    pair_flat: torch.Tensor
+
     def __init__(self, config: CFCAMConfig, channels: int, output_size: Sequence[int], *,
                  method: str = "cfcam", distances: str = "certified", loop: str = "while") -> None:
         super().__init__()
@@ -76,7 +87,13 @@ class StaticCore(nn.Module):
         self.distances, self.loop = distances, loop
         self.n = max_remaining(channels, config.importance_percentile)
         self.powers = Powers()
-        self.pairs: Pairs | None = pairs_of(self.n, config.eps_percentile) if self.n >= 2 else None
+        # The static pair list as buffers, so that moving the core moves it once (not per call).
+        self.ranks: tuple[int, int] | None = None
+        if self.n >= 2:
+            pairs = pairs_of(self.n, config.eps_percentile)
+            self.ranks = (pairs.r0, pairs.r1)
+            for name in ("iu", "ju", "flat"):
+                self.register_buffer(f"pair_{name}", getattr(pairs, name), persistent=False)
 
     def forward(self, activations: torch.Tensor,
                 gradients: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -116,19 +133,14 @@ class StaticCore(nn.Module):
         B, C = A.shape[:2]
         device = A.device
         flat = A.flatten(2)
-        norms = torch.linalg.vector_norm(flat, dim=2, dtype=torch.float64)
-        k, t = linear_percentile_position(C, cfg.importance_percentile)
-        ordered = norms.sort(1).values
-        tau = lerp(ordered[:, k], ordered[:, min(k + 1, C - 1)], torch.tensor(t, dtype=torch.float64))
-        important = norms >= tau[:, None]
+        important = importance_split(flat, cfg.importance_percentile)
         counts = C - important.to(torch.int64).sum(1)
         labels = torch.full((B, C), -2, dtype=torch.int64, device=device)
         no = torch.zeros((), dtype=torch.bool, device=device)
-        if self.pairs is None:
+        if self.ranks is None:
             return labels.masked_fill(~important, -1), torch.full((B,), math.nan, dtype=torch.float64,
                                                                   device=device), no
-        pairs = self.pairs._replace(iu=self.pairs.iu.to(device), ju=self.pairs.ju.to(device),
-                                    flat=self.pairs.flat.to(device))
+        pairs = Pairs(n, self.pair_iu, self.pair_ju, self.pair_flat, *self.ranks)
         # Each image's channels below the split, in index order, then important ones: unique
         # keys, so the order is fixed without a stable sort.
         key = important.to(torch.int64) * C + torch.arange(C, device=device)[None, :]
