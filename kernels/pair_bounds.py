@@ -161,23 +161,12 @@ def point_groups(points: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, gid, -1 - idx[None, :]).to(torch.int32)
 
 
-def exact_sq_torch(points: torch.Tensor) -> torch.Tensor:
-    """``[B, n, n]`` exact ``D_ij`` (float64, coordinate order, unfused): the values every
-    decision here equals (SciPy's ``pdist(..., "sqeuclidean")``, ``exact_sq`` of csrc)."""
-    x = points.to(torch.float64)
-    total = torch.zeros(x.shape[0], x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
-    for k in range(x.shape[2]):
-        diff = x[:, :, None, k] - x[:, None, :, k]
-        total = total + diff * diff
-    return total
-
-
 @triton.jit
 def enclosure_kernel(X, n64, slack, gid, counts, lo_out, hi_out, n, D: tl.constexpr, BI: tl.constexpr,
                      BD: tl.constexpr):
     """Test-only: ``lo_out``, ``hi_out`` ``[B, n, n]`` float64, the enclosure ``_enclosure``
     gives every valid pair (all blocks, both triangles); its PyTorch twin is the property
-    ``lo <= exact_sq_torch <= hi`` with ``hi - lo <= 2 E`` (``enclosure_bound_torch``)."""
+    ``lo <= exact_sq_distances <= hi`` with ``hi - lo <= 2 E`` (``enclosure_bound_torch``)."""
     TI = tl.program_id(0)
     TJ = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)

@@ -58,13 +58,13 @@ import torch
 import triton
 
 from ..core.cluster import torch_dbscan
+from ..core.cluster.distances import exact_sq_distances
 from ..core.formulas import doubled_percentile_ranks
 from ..core.selection import pair_ranks_torch
 from ._launch import check_size, launcher
 from .pair_bounds import (
     EXACT,
     enclosure_kernel,
-    exact_sq_torch,
     point_groups,
     prep_kernel,
     slack_coefficient,
@@ -254,10 +254,10 @@ def enclosures(points: torch.Tensor, counts: torch.Tensor, block: int = 32):
 
 def eps_and_labels_torch(points: torch.Tensor, counts: torch.Tensor, q: float, floor: torch.Tensor,
                          min_samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole stage in PyTorch on exact distances (``exact_sq_torch``): the function
+    """The whole stage in PyTorch on exact distances (``core.cluster.distances.exact_sq_distances``): the function
     ``fused_eps_and_labels`` must equal (order statistics by ``selection.pair_ranks_torch``,
     eps and threshold by ``finalize_torch``, labels by the ``torch`` DBSCAN backend)."""
-    exact = exact_sq_torch(points)
+    exact = exact_sq_distances(points)
     counts = counts.to(torch.int64)
     floor = torch.as_tensor(floor, dtype=torch.float64).expand(points.shape[0])
     ranks, t = doubled_percentile_ranks(counts * (counts - 1) // 2, q)

@@ -34,6 +34,7 @@ from sklearn.cluster import DBSCAN
 from cfcam_fast import cluster
 from cfcam_fast.core import formulas
 from cfcam_fast.core.cluster import certified
+from cfcam_fast.core.cluster.distances import exact_sq_distances
 from cfcam_fast.kernels import pair_bounds, pair_labels, pair_select, pairs
 from cfcam_fast.kernels._launch import interpreted
 from cfcam_fast.plan import Plan
@@ -411,7 +412,7 @@ def test_selection_steps_match_torch(kind, knobs):
     stage = pairs.FusedPairs(points.to(DEVICE), counts.to(DEVICE), q, 0.0, torch.full((3,), 2), **(SMALL | knobs))
     stage.prep()
     stage.sample()
-    exact = pair_bounds.exact_sq_torch(points)
+    exact = exact_sq_distances(points)
     seen = set()
     for _ in range(stage.passes):
         state, share, values = stage.state.cpu().clone(), stage.share.cpu().clone(), stage.values.cpu().clone()
@@ -469,7 +470,7 @@ def test_bits_match_torch(kind):
     """Thresholds set to exact pair distances, so pairs lie exactly at them."""
     gen = torch.Generator().manual_seed(23)
     points, counts = ragged(make_points(kind, 3, 70, 5, gen), gen)
-    exact = pair_bounds.exact_sq_torch(points)
+    exact = exact_sq_distances(points)
     thr = torch.stack([exact[b, 0, min(5, max(int(counts[b]) - 1, 0))].nan_to_num(0.0) for b in range(3)])
     stage = pairs.FusedPairs(points.to(DEVICE), counts.to(DEVICE), 25.0, 0.0, torch.full((3,), 2), **SMALL)
     stage.prep()
@@ -534,7 +535,7 @@ def test_enclosure_holds_the_exact_distance(kind, d):
     gen = torch.Generator().manual_seed(d + len(kind))
     points, counts = ragged(make_points(kind, 2, 48, d, gen), gen)
     lo, hi = (v.cpu() for v in pairs.enclosures(points.to(DEVICE), counts.to(DEVICE)))
-    exact = pair_bounds.exact_sq_torch(points)
+    exact = exact_sq_distances(points)
     bound = pair_bounds.enclosure_bound_torch(points)
     valid = torch.arange(48)[None, :] < counts[:, None]
     pair = valid[:, :, None] & valid[:, None, :]

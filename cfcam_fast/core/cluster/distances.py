@@ -37,6 +37,20 @@ def labels_from_distances(dist: torch.Tensor, counts: torch.Tensor, eps: torch.T
     return module.dbscan_labels(dist, counts, eps, min_samples)
 
 
+def exact_sq_distances(points: torch.Tensor) -> torch.Tensor:
+    """``[B, n, n]`` float64: ``sum_k (x_ik - x_jk)^2`` accumulated in coordinate order
+    from 0, one rounding per sub, mul and add: bitwise SciPy's ``pdist`` and the compiled
+    ops' ``exact_sq`` (symmetric: ``fl(a - b) = -fl(b - a)``)."""
+    X = points.to(torch.float64).transpose(1, 2)  # [B, d, n]
+    total = torch.zeros(points.shape[0], points.shape[1], points.shape[1], dtype=torch.float64,
+                        device=points.device)
+    for k in range(X.shape[1]):
+        c = X[:, k]
+        t = c[:, :, None] - c[:, None, :]
+        total = total + t * t
+    return total
+
+
 def pairwise_sq_distances(points: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Squared Euclidean distances ``[B, n, n]`` in float64, as one matrix product.
 

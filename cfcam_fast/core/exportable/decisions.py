@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..cluster.distances import pairwise_sq_distances
+from ..cluster.distances import exact_sq_distances, pairwise_sq_distances
 from ..formulas import doubled_percentile_ranks, sqrt_rn
 from ..selection import eps_from_sq_distances
 from .tracing import cond
@@ -60,20 +60,6 @@ def pairs_of(n: int, q: float, device: torch.device | None = None) -> Pairs:
     ranks, _ = doubled_percentile_ranks(torch.tensor([n * (n - 1) // 2]), q)
     r0, r1 = (int(r) for r in ranks[0].tolist())
     return Pairs(n, iu, ju, iu * n + ju, r0, r1)
-
-
-def exact_sq_distances(points: torch.Tensor) -> torch.Tensor:
-    """``[B, n, n]`` float64: ``sum_k (x_ik - x_jk)^2`` accumulated in coordinate order
-    from 0, one rounding per sub, mul and add: bitwise SciPy's ``pdist`` and the compiled
-    ops' ``exact_sq`` (symmetric: ``fl(a - b) = -fl(b - a)``)."""
-    X = points.to(torch.float64).transpose(1, 2)  # [B, d, n]
-    total = torch.zeros(points.shape[0], points.shape[1], points.shape[1], dtype=torch.float64,
-                        device=points.device)
-    for k in range(X.shape[1]):
-        c = X[:, k]
-        t = c[:, :, None] - c[:, None, :]
-        total = total + t * t
-    return total
 
 
 def _exact_pair(X: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
