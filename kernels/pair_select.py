@@ -16,7 +16,8 @@ import triton
 import triton.language as tl
 
 from ..core.cluster.distances import sq_threshold
-from ..core.formulas import doubled_percentile_ranks, lerp, sqrt_rn
+from ..core.formulas import doubled_percentile_ranks
+from ..core.selection import eps_from_values
 from .pair_bounds import _enclosure, _exact_tile
 
 KEY_INF = 0x7FF0000000000000  # the bits of +inf: every finite D >= 0 has a smaller key
@@ -518,9 +519,7 @@ def finalize_kernel(values, tfrac, counts, floor, eps, thr, B, BLOCK: tl.constex
 
 
 def finalize_torch(values: torch.Tensor, t: torch.Tensor, counts: torch.Tensor, floor: torch.Tensor):
-    """``finalize_kernel`` in PyTorch: the last lines of ``core.selection.eps_from_sq_distances``
-    and ``core.cluster.sq_threshold``, with correctly rounded square roots (``core.formulas.sqrt_rn``)."""
-    v = sqrt_rn(values.clamp(min=0.0))
-    e = lerp(v[:, 0], v[:, 1], t).clamp(min=floor)
-    eps = torch.where(counts >= 2, e, math.nan)
+    """``finalize_kernel`` in PyTorch: ``core.selection.eps_from_values`` and
+    ``core.cluster.sq_threshold``."""
+    eps = eps_from_values(values, t, counts, floor)
     return eps, sq_threshold(eps.nan_to_num(0.0))

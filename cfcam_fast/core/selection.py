@@ -70,7 +70,15 @@ def eps_from_sq_distances(sq_dist: torch.Tensor, counts: torch.Tensor, q: float 
     counts = counts.to(torch.int64)
     ranks, t = doubled_percentile_ranks(counts * (counts - 1) // 2, q)
     safe = counts >= 2
-    values = select(sq_dist, torch.where(safe, counts, 2), ranks * safe[:, None]).to(torch.float64)
-    values = sqrt_rn(values.clamp(min=0.0))
-    eps = lerp(values[:, 0], values[:, 1], t).clamp(min=floor)
-    return torch.where(safe, eps, math.nan)
+    return eps_from_values(select(sq_dist, torch.where(safe, counts, 2), ranks * safe[:, None]), t, counts, floor)
+
+
+def eps_from_values(values: torch.Tensor, t: torch.Tensor, counts: torch.Tensor,
+                    floor: float | torch.Tensor) -> torch.Tensor:
+    """The end of ``eps_from_sq_distances`` once the two order statistics are known:
+    ``values`` ``[B, 2]`` (squared distances at the ranks ``doubled_percentile_ranks``
+    gives, ``t`` its lerp fraction): correctly rounded square roots, NumPy's lerp, the
+    floor; NaN for images with fewer than 2 points."""
+    roots = sqrt_rn(values.to(torch.float64).clamp(min=0.0))
+    eps = lerp(roots[:, 0], roots[:, 1], t).clamp(min=floor)
+    return torch.where(counts >= 2, eps, math.nan)
