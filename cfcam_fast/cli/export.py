@@ -55,10 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     kind = format_of(args.out)  # a wrong suffix is refused before any model is loaded
     extras = tuple(e.strip() for e in args.extra_outputs.split(",") if e.strip())
+    # No --reshape here: load_target's check_layer refuses a layer whose output is not [B, C, H, W].
     target: Target = load_target(args, torch.device("cpu"), args.size)
-    if target.transform is not None:
-        raise ValueError(f"layer {target.layer_name!r} of {args.model} needs a reshape to [B, C, H, W]; "
-                         "exported frames need a layer whose output already is (and a pooled linear head)")
     targets = None
     if args.targets is not None:
         targets = args.targets[0] if len(args.targets) == 1 else list(args.targets)
