@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from bench.latency import percentile
+from cfcam_fast.cams.export.pt2_runner import timed
 from cfcam_fast.cams.export.tolerance import EPS_RTOL, layer_activations, map_tolerance
 
 MODELS = ("resnet18", "efficientnet_lite0")
@@ -69,18 +70,8 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
 
 def time_here(call: Callable[[], object], frames: int, sync: Callable[[], None]) -> dict:
     """``summary`` of ``frames`` calls, each followed by ``sync()``, after 10 warm-up calls,
-    in this process."""
-    for _ in range(10):
-        call()
-    sync()
-    wall, cpu = [], []
-    for _ in range(frames):
-        t, c = time.perf_counter(), time.thread_time()
-        call()
-        sync()
-        cpu.append(time.thread_time() - c)
-        wall.append(time.perf_counter() - t)
-    return summary(wall, cpu)
+    in this process (timed as the ``.pt2`` runner times its rows: ``pt2_runner.timed``)."""
+    return summary(*timed(call, sync, frames))
 
 
 def plain_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:

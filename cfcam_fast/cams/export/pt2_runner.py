@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -47,17 +48,18 @@ class Pt2Frame:
             torch.cuda.synchronize(self.device)
 
 
-def timed(frame: Pt2Frame, x: torch.Tensor, runs: int) -> tuple[list[float], list[float]]:
-    """Wall and thread CPU seconds of ``runs`` calls of ``frame`` on ``x`` (already on its
-    device), each synchronised, after 10 warm-up calls."""
+def timed(call: Callable[[], object], sync: Callable[[], None], runs: int) -> tuple[list[float], list[float]]:
+    """Wall and thread CPU seconds of ``runs`` calls of ``call``, each followed by ``sync()``
+    (waiting for the device), after 10 warm-up calls (``bench.export_latency`` times its
+    in-process rows with it too)."""
     for _ in range(10):
-        frame(x)
-    frame.synchronize()
+        call()
+    sync()
     wall, cpu = [], []
     for _ in range(runs):
         t, c = time.perf_counter(), time.thread_time()
-        frame(x)
-        frame.synchronize()
+        call()
+        sync()
         cpu.append(time.thread_time() - c)
         wall.append(time.perf_counter() - t)
     return wall, cpu
@@ -77,7 +79,8 @@ def main(argv: list[str]) -> int:
     result: dict = {"outputs": {k: torch.stack([r[k] for r in runs]) for k in frame.output_names},
                     "metadata": frame.metadata, "load_s": load_s}
     if bench:
-        wall, cpu = timed(frame, frames[0].to(frame.device), bench)
+        x = frames[0].to(frame.device)
+        wall, cpu = timed(lambda: frame(x), frame.synchronize, bench)
         result.update(bench_s=wall, bench_cpu_s=cpu)
     leaked = [m for m in ("timm", "torchvision", "cfcam_fast") if m in sys.modules]
     if leaked:
