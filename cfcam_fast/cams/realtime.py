@@ -144,7 +144,8 @@ class RealtimeCFCAM:
         fused = self.device.type == "cuda" and self.config.filter == "gaussian" \
             and backends.unavailable_reason("triton", self.device) is None
         self.plan = resolve_plan("triton" if fused else "torch", self.config, self.device)
-        self._fixed = torch_backend.FixedShapes(n=n, buffer=torch_backend.pair_matrix(self.shape[0], n, self.plan))
+        buffer = torch_backend.pair_matrix(self.shape[0], n, self.plan) if method == "cfcam" else None  # Grad-CAM: none
+        self._fixed = torch_backend.FixedShapes(n=n, buffer=buffer)
         self._core_fn = torch.compile(self._core, fullgraph=True) if compile else self._core
         self._graph: torch.cuda.CUDAGraph | None = None
         if graph and self.device.type == "cuda":
